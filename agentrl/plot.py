@@ -1,0 +1,151 @@
+"""`agentrl plot`: per-iteration training curves of one run, or of several runs side by side.
+
+Reads only the `iterations` table (one row per iteration, metrics JSON). A train run
+stores iteration 0 = the held-out eval before training, then one row per training
+iteration with `success`, `return`, `loss`, `kl`, ... and `eval_success` /
+`eval_return` on iterations that had an eval. An eval run stores one row (index 0)
+whose metrics are `{"eval": {"success", "mean_return", ...}}`; it is plotted as a
+single eval point.
+
+Drawing uses matplotlib's object API on an Agg canvas (no pyplot, no global
+backend state, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from agentrl.errors import UserError
+from agentrl.store import queries
+from agentrl.store.db import Store
+
+# (panel title, y label, train metric key, eval metric key or None)
+PANELS: list[tuple[str, str, str, str | None]] = [
+    ("Success rate", "success", "success", "eval_success"),
+    ("Return", "mean return", "return", "eval_return"),
+    ("Loss", "loss", "loss", None),
+    ("KL to reference", "kl", "kl", None),
+]
+
+
+@dataclass
+class Curves:
+    """One run's series: metric key -> (iterations, values), only where the value is a number."""
+
+    run_id: int
+    label: str
+    series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _flatten(metrics: dict) -> dict:
+    """An eval run's `{"eval": {...}}` row -> the train-run keys `eval_success` / `eval_return`."""
+    out = dict(metrics or {})
+    ev = out.get("eval")
+    if isinstance(ev, dict):
+        out.setdefault("eval_success", ev.get("success"))
+        out.setdefault("eval_return", ev.get("mean_return"))
+    return out
+
+
+def run_curves(store: Store, run_ref: str | int) -> Curves:
+    """Load a run's iterations as plottable series; UserError if the run has none."""
+    run = queries.get_run(store, run_ref)
+    rows = queries.iterations(store, run.id)
+    if not rows:
+        raise UserError(f"run {run.id} ({run.name}) has no iterations to plot yet")
+    curves = Curves(run.id, f"{run.name} #{run.id}")
+    keys = {k for _, _, train, ev in PANELS for k in (train, ev) if k}
+    for row in rows:
+        metrics = _flatten(row["metrics"])
+        for k in keys:
+            v = _number(metrics.get(k))
+            if v is not None:
+                xs, ys = curves.series.setdefault(k, ([], []))
+                xs.append(int(row["index"]))
+                ys.append(v)
+    return curves
+
+
+def _resolve_out(out_path: str | Path | None, default_name: str) -> Path:
+    out = Path(out_path) if out_path is not None else Path(default_name)
+    if out.is_dir():
+        out = out / default_name
+    if not out.parent.exists():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"cannot write {out}: the output must be a .png file")
+    return out
+
+
+def draw(curves: list[Curves], title: str) -> Figure:
+    """A 2x2 figure, one panel per PANELS entry; each run one colour, train solid, eval dashed."""
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2).flat
+    colours = [f"C{i % 10}" for i in range(len(curves))]
+    several = len(curves) > 1
+    for ax, (name, ylabel, train_key, eval_key) in zip(axes, PANELS):
+        drawn = False
+        for c, colour in zip(curves, colours):
+            for key, style, what in ((train_key, "-", "train"), (eval_key, "--", "eval")):
+                if key is None or key not in c.series:
+                    continue
+                xs, ys = c.series[key]
+                label = f"{c.label} {what}" if several else what
+                ax.plot(xs, ys, style, color=colour, marker="o" if len(xs) < 30 else None,
+                        markersize=4, label=label)
+                drawn = True
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if train_key == "success":
+            ax.set_ylim(-0.05, 1.05)
+        if drawn:
+            ax.legend(fontsize="small")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_run(store: Store, run_ref: str | int, out_path: str | Path | None = None) -> Path:
+    """Plot one run's per-iteration curves to a PNG and return its path.
+
+    Default output: `<run name>-<run id>.png` in the current directory (a directory
+    given as `out_path` gets that name inside it)."""
+    c = run_curves(store, run_ref)
+    name = c.label.rsplit(" #", 1)[0]
+    out = _resolve_out(out_path, f"{_safe(name)}-{c.run_id}.png")
+    draw([c], f"run {c.run_id}: {name}").savefig(out, dpi=100)
+    return out
+
+
+def plot_runs(store: Store, run_refs: list[str | int], out_path: str | Path | None = None) -> Path:
+    """Several runs on one figure (e.g. one per credit method); returns the PNG path.
+
+    Default output: `compare-<id>-<id>....png` in the current directory."""
+    if not run_refs:
+        raise UserError("no runs given to compare")
+    curves = [run_curves(store, ref) for ref in run_refs]
+    ids = "-".join(str(c.run_id) for c in curves)
+    out = _resolve_out(out_path, f"compare-{ids}.png")
+    draw(curves, "runs " + ", ".join(c.label for c in curves)).savefig(out, dpi=100)
+    return out
+
+
+def _safe(name: str) -> str:
+    """A run name as a file-name part: path separators and spaces become '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"

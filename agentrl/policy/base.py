@@ -1,0 +1,42 @@
+"""The policy protocol used by the rollout loop (DESIGN §3).
+
+At each turn the rollout hands the policy one `TurnContext` per live episode and
+gets back one `Action` per context, in order. Scripted policies leave the token
+fields empty; LLM policies fill them (token-in-token-out: the learner trains on
+exactly these ids and log-probs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agentrl.envs.base import Observation
+
+
+@dataclass
+class TurnContext:
+    key: int  # stable id of the episode within this rollout batch (for per-episode caches)
+    task_id: str
+    t: int  # turn index, 0-based
+    observation: Observation  # current observation (goal and admissible commands inside)
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (observation text, action text)
+
+
+@dataclass
+class Action:
+    text: str  # the command sent to the env (after parsing, before hygiene)
+    raw: str = ""  # raw generated text (== text for scripted policies)
+    prompt_ids: list[int] | None = None
+    action_ids: list[int] | None = None  # generated token ids, exactly as sampled
+    logprobs: list[float] | None = None  # log-prob of each generated id under the sampling distribution
+    parsed: bool = True  # False when free-text output could not be parsed into an action
+    info: dict = field(default_factory=dict)  # e.g. {"dropped_turns": 1}
+
+
+class Policy(Protocol):
+    def act(self, contexts: list[TurnContext]) -> list[Action]: ...
+
+    def end_episode(self, key: int) -> None:
+        """Called when an episode finishes (release per-episode state such as KV caches)."""
+        ...

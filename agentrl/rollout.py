@@ -1,0 +1,165 @@
+"""Drive envs x policy into episodes (DESIGN §3).
+
+All live episodes advance together: at each turn the policy is asked once for the
+whole batch, and the env pool steps them in parallel. A finished episode is handed
+to `on_episode` (the store writes it in one transaction) straight away, so a crash
+loses at most the episodes in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from agentrl.envs.base import Observation
+from agentrl.envs.pool import EnvFailure, EnvPool
+from agentrl.envs.registry import env_name_of
+from agentrl.policy.base import Action, Policy, TurnContext
+from agentrl.store.records import EpisodeRecord, StepRecord
+
+
+@dataclass
+class EpisodeSpec:
+    task_id: str
+    group_id: str
+    seed: int | None = None
+    split: str = "train"
+    iteration: int = 0
+
+
+@dataclass
+class _Live:
+    spec: EpisodeSpec
+    rec: EpisodeRecord
+    obs: Observation
+    history: list[tuple[str, str]] = field(default_factory=list)
+    start: float = 0.0
+
+
+@dataclass
+class RolloutStats:
+    episodes: int = 0
+    steps: int = 0
+    errors: int = 0
+    policy_s: float = 0.0
+    env_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+    generated_tokens: int = 0
+    dropped_turns: int = 0
+
+
+def group_specs(tasks: list[str], group_size: int, split: str, iteration: int, seed: int,
+                tag: str = "") -> list[EpisodeSpec]:
+    """G episodes per task, sharing a group id and an env seed (same initial state)."""
+    specs = []
+    for k, task in enumerate(tasks):
+        gid = f"{tag}it{iteration}/{k}/{task}"
+        env_seed = seed * 1_000_003 + iteration * 10_007 + k
+        specs += [EpisodeSpec(task, gid, env_seed % (2**31), split, iteration) for _ in range(group_size)]
+    return specs
+
+
+def run_episodes(
+    specs: list[EpisodeSpec],
+    policy: Policy,
+    pool: EnvPool,
+    max_steps: int,
+    on_episode: Callable[[EpisodeRecord], None],
+    concurrency: int = 32,
+    invalid_penalty: float = 0.0,
+    policy_name: str = "",
+    on_progress: Callable[[int], None] | None = None,
+) -> RolloutStats:
+    stats = RolloutStats()
+    t_start = time.perf_counter()
+    queue = deque(enumerate(specs))
+    live: dict[int, _Live] = {}
+    free_slots = deque(range(concurrency))
+
+    def finish(slot: int, ep: _Live, status: str, error: str | None = None, final: str = "") -> None:
+        rec = ep.rec
+        rec.status, rec.error, rec.final_observation = status, error, final
+        rec.ret = sum(s.reward for s in rec.steps)
+        rec.wall_s = time.perf_counter() - ep.start
+        t0 = time.perf_counter()
+        on_episode(rec)
+        stats.write_s += time.perf_counter() - t0
+        stats.episodes += 1
+        stats.errors += status == "error"
+        policy.end_episode(slot)
+        pool.release(slot)
+        del live[slot]
+        free_slots.append(slot)
+        if on_progress:
+            on_progress(1)
+
+    while queue or live:
+        # fill free slots with new episodes
+        starting = []
+        while queue and free_slots:
+            _, spec = queue.popleft()
+            starting.append((free_slots.popleft(), spec))
+        if starting:
+            t0 = time.perf_counter()
+            obs_list = pool.reset([(slot, spec.task_id, spec.seed) for slot, spec in starting])
+            stats.env_s += time.perf_counter() - t0
+            for (slot, spec), obs in zip(starting, obs_list):
+                rec = EpisodeRecord(task_id=spec.task_id, group_id=spec.group_id, env=env_name_of(spec.task_id),
+                                    split=spec.split, iteration=spec.iteration, seed=spec.seed, policy=policy_name)
+                ep = _Live(spec, rec, Observation(text=""), start=time.perf_counter())
+                live[slot] = ep
+                if isinstance(obs, EnvFailure):
+                    finish(slot, ep, "error", obs.error)
+                    continue
+                ep.obs = obs
+                rec.goal = obs.goal
+                if "walkthrough" in obs.info:
+                    rec.info["walkthrough"] = obs.info["walkthrough"]
+        if not live:
+            continue
+
+        slots = sorted(live)
+        contexts = [TurnContext(key=s, task_id=live[s].spec.task_id, t=len(live[s].rec.steps),
+                                observation=live[s].obs, history=list(live[s].history)) for s in slots]
+        t0 = time.perf_counter()
+        actions: list[Action] = policy.act(contexts)
+        stats.policy_s += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        results = pool.step([(s, a.text if a.parsed else "") for s, a in zip(slots, actions)])
+        stats.env_s += time.perf_counter() - t0
+
+        for slot, act, res in zip(slots, actions, results):
+            ep = live[slot]
+            if act.action_ids:
+                stats.generated_tokens += len(act.action_ids)
+            stats.dropped_turns += int(act.info.get("dropped_turns", 0))
+            if isinstance(res, EnvFailure):
+                finish(slot, ep, "error", res.error)
+                continue
+            valid = res.valid and act.parsed
+            reward = res.reward + (invalid_penalty if not valid else 0.0)
+            info = {k: v for k, v in act.info.items()}
+            if reward != res.reward:
+                info["env_reward"] = res.reward
+            t = len(ep.rec.steps)
+            ep.rec.steps.append(StepRecord(
+                t=t, observation=ep.obs.text, action=act.text, reward=reward, terminated=res.terminated,
+                truncated=res.truncated, valid=valid, anchor=ep.obs.anchor, admissible=ep.obs.admissible,
+                raw=act.raw, prompt_ids=act.prompt_ids, action_ids=act.action_ids, logprobs=act.logprobs,
+                info=info))
+            stats.steps += 1
+            ep.history.append((ep.obs.text, act.text))
+            ep.obs = res.observation
+            if res.won:
+                ep.rec.won = True
+            if res.terminated:
+                finish(slot, ep, "ok", final=res.observation.text)
+            elif res.truncated or t + 1 >= max_steps:
+                ep.rec.steps[-1].truncated = True
+                finish(slot, ep, "truncated", final=res.observation.text)
+    stats.wall_s = time.perf_counter() - t_start
+    return stats

@@ -1,0 +1,150 @@
+"""Read-side queries used by runs / inspect / replay / export / train."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import Integer, cast, func, select
+
+from agentrl.errors import UserError
+from agentrl.store.codec import decode_floats, decode_ids
+from agentrl.store.db import Store
+from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iteration, Run, StepRow
+from agentrl.store.records import EpisodeRecord, StepRecord
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def display_status(run: Run) -> str:
+    """A run still marked 'running' whose writer process is gone is shown as 'unfinished'."""
+    if run.status == "running" and run.host == socket.gethostname() and not _pid_alive(run.pid):
+        return "unfinished"
+    return run.status
+
+
+def list_runs(store: Store) -> list[dict[str, Any]]:
+    with store.session() as s:
+        runs = s.scalars(select(Run).order_by(Run.id)).all()
+        stats = {
+            r[0]: r[1:]
+            for r in s.execute(
+                select(EpisodeRow.run_id, func.count(EpisodeRow.id),
+                       func.sum(cast(EpisodeRow.won, Integer)), func.max(EpisodeRow.iteration))
+                .group_by(EpisodeRow.run_id))
+        }
+        evals = {
+            r[0]: (r[1], r[2])
+            for r in s.execute(
+                select(EpisodeRow.run_id, func.count(EpisodeRow.id), func.sum(cast(EpisodeRow.won, Integer)))
+                .where(EpisodeRow.split == "eval").group_by(EpisodeRow.run_id))
+        }
+    out = []
+    for r in runs:
+        n, won, last_it = stats.get(r.id, (0, 0, None))
+        en, ewon = evals.get(r.id, (0, 0))
+        out.append({
+            "id": r.id, "name": r.name, "kind": r.kind, "status": display_status(r),
+            "created_at": r.created_at.strftime("%Y-%m-%d %H:%M:%S"), "episodes": n or 0,
+            "eval_episodes": en or 0, "eval_success": (ewon or 0) / en if en else None,
+            "last_iteration": last_it,
+        })
+    return out
+
+
+def get_run(store: Store, ref: str | int) -> Run:
+    """A run by id, or by name (the newest run of that name)."""
+    with store.session() as s:
+        run = None
+        if isinstance(ref, int) or str(ref).isdigit():
+            run = s.get(Run, int(ref))
+        if run is None:
+            run = s.scalars(select(Run).where(Run.name == str(ref)).order_by(Run.id.desc())).first()
+    if run is None:
+        raise UserError(f"no run '{ref}' in {store.path} (see `agentrl runs`)")
+    return run
+
+
+def _step_record(row: StepRow) -> StepRecord:
+    return StepRecord(
+        t=row.t, observation=row.observation, action=row.action, reward=row.reward,
+        terminated=row.terminated, truncated=row.truncated, valid=row.valid, anchor=row.anchor,
+        admissible=row.admissible, raw=row.raw, prompt_ids=decode_ids(row.prompt_ids),
+        action_ids=decode_ids(row.action_ids), logprobs=decode_floats(row.logprobs), info=row.info or {},
+        id=row.id,
+    )
+
+
+def _episode_record(row: EpisodeRow, with_steps: bool) -> EpisodeRecord:
+    rec = EpisodeRecord(
+        task_id=row.task_id, group_id=row.group_id, env=row.env, split=row.split, iteration=row.iteration,
+        seed=row.seed, policy=row.policy, status=row.status, won=row.won, ret=row.ret, goal=row.goal,
+        final_observation=row.final_observation, error=row.error, info=row.info or {}, wall_s=row.wall_s,
+        id=row.id,
+    )
+    if with_steps:
+        rec.steps = [_step_record(st) for st in row.steps]
+    rec.info.setdefault("run_id", row.run_id)
+    rec.info.setdefault("length", row.length)
+    return rec
+
+
+def get_episode(store: Store, episode_id: int | str) -> EpisodeRecord:
+    try:
+        eid = int(episode_id)
+    except (TypeError, ValueError):
+        raise UserError(f"episode id must be a number, got '{episode_id}'") from None
+    with store.session() as s:
+        row = s.get(EpisodeRow, eid)
+        if row is None:
+            raise UserError(f"no episode {eid} in {store.path}")
+        return _episode_record(row, with_steps=True)
+
+
+def episodes(store: Store, run_id: int, iteration: int | None = None, split: str | None = None,
+             failed: bool = False, with_steps: bool = False) -> list[EpisodeRecord]:
+    q = select(EpisodeRow).where(EpisodeRow.run_id == run_id)
+    if iteration is not None:
+        q = q.where(EpisodeRow.iteration == iteration)
+    if split is not None:
+        q = q.where(EpisodeRow.split == split)
+    if failed:
+        q = q.where(EpisodeRow.won.is_(False))
+    with store.session() as s:
+        return [_episode_record(r, with_steps) for r in s.scalars(q.order_by(EpisodeRow.id))]
+
+
+def iterations(store: Store, run_id: int) -> list[dict[str, Any]]:
+    with store.session() as s:
+        rows = s.scalars(select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index)).all()
+        return [{"index": r.index, "metrics": r.metrics, "wall": r.wall} for r in rows]
+
+
+def checkpoints(store: Store, run_id: int) -> list[dict[str, Any]]:
+    with store.session() as s:
+        rows = s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id)
+                         .order_by(CheckpointRow.iteration)).all()
+        return [{"iteration": r.iteration, "path": r.path, "metrics": r.metrics} for r in rows]
+
+
+def advantages_for_episode(store: Store, episode_id: int) -> dict[int, list[dict[str, Any]]]:
+    """step id -> [{method, value, signals}] for the steps of one episode."""
+    with store.session() as s:
+        rows = s.execute(
+            select(AdvantageRow).join(StepRow, StepRow.id == AdvantageRow.step_id)
+            .where(StepRow.episode_id == episode_id)).scalars().all()
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r.step_id, []).append({"method": r.method, "value": r.value, "signals": r.signals})
+        return out
