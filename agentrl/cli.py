@@ -18,6 +18,8 @@ from rich.table import Table
 from agentrl.errors import AgentRLError, UserError
 
 out = Console()
+if not out.is_terminal:  # piped or captured: wide enough that tables stay readable
+    out.width = max(out.width, 140)
 err = Console(stderr=True)
 
 
@@ -280,6 +282,21 @@ def export_cmd(run_ref, fmt, output, db):
     with click.open_file(output, "w") as f:
         for ep in q.episodes(store, run.id, with_steps=True):
             f.write(json.dumps(_episode_json(ep), default=str) + "\n")
+
+
+# -- plot ----------------------------------------------------------------------------------
+@cli.command("plot")
+@click.argument("run_refs", nargs=-1, required=True)
+@click.option("--output", "-o", default=None, help="PNG path (default <name>-<id>.png here).")
+@_db_option
+def plot_cmd(run_refs, output, db):
+    """Plot success rate, return and loss per iteration (several runs: compared on one figure)."""
+    from agentrl.plot import plot_run, plot_runs
+    from agentrl.store.db import open_store
+
+    store = open_store(db, create=False)
+    path = plot_run(store, run_refs[0], output) if len(run_refs) == 1 else plot_runs(store, list(run_refs), output)
+    out.print(f"wrote {path}")
 
 
 # -- envs ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class ModelConfig(_Section):
     path: str = "smollm2-135m-instruct"  # HF dir, GGUF file, or the default name
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = Field(0, ge=0)  # torch CPU threads; 0 = $AGENTRL_THREADS if set, else torch's default
 
 
 class RolloutConfig(_Section):

@@ -114,6 +114,11 @@ class Trainer:
         self.eval_policy = HFPolicy(self.model, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy,
                                     seed=recipe.seed)
         self.name = f"llm:{recipe.model.path}"
+        # learned parts of a credit method (SPA estimator, OPRL PRM, IGPO answer probabilities)
+        from agentrl.credit.online import make_signal_provider
+
+        self.signals = make_signal_provider(recipe.credit.method, recipe.credit.params(), self.model,
+                                            self.tokenizer, recipe)
 
     # -- phases ----------------------------------------------------------------------------
     def _rollout(self, policy, specs, run_id, stored, label) -> tuple[list[EpisodeRecord], RolloutStats]:
@@ -153,6 +158,10 @@ class Trainer:
 
         t0 = time.perf_counter()
         recs = [e for e in recs if e.status != "error"]
+        signal_metrics: dict = {}
+        if self.signals is not None:  # fills step.info["signals"] / episode.info["signals"]
+            signal_metrics.update(self.signals.compute(recs))
+        wall["signals"] = time.perf_counter() - t0
         advs = self.method.advantages(credit_episodes(recs))
         rows = [(s.id, a, dict(s.info.get("signals", {}))) for e, adv in zip(recs, advs) for s, a in zip(e.steps, adv)]
         self.store.write_advantages(r.credit.method, rows)
@@ -162,6 +171,10 @@ class Trainer:
         samples = train_samples(recs, advs, self.tokenizer, r.rollout.action_mode)
         lm = self.learner.update(samples) if samples else {}
         wall["update"] = time.perf_counter() - t0
+        if self.signals is not None:  # train the learned part on this batch (after its signals were used)
+            t0 = time.perf_counter()
+            signal_metrics.update(self.signals.update(recs))
+            wall["signals_update"] = time.perf_counter() - t0
 
         n = len(recs)
         metrics = {
@@ -172,6 +185,7 @@ class Trainer:
             "rollout_tokens_per_s": stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
             "dropped_turns": stats.dropped_turns,
             **{k: float(v) for k, v in lm.items()},
+            **{k: float(v) for k, v in signal_metrics.items()},
         }
         return {"metrics": metrics, "wall": wall}
 
@@ -197,7 +211,8 @@ class Trainer:
             if it % r.train.checkpoint_every == 0 or last:
                 t1 = time.perf_counter()
                 path = save_checkpoint(ckpt_root / f"iter-{it:04d}", self.model, self.learner.optimizer,
-                                       self.learner.scheduler, it, extra={"run_id": run_id})
+                                       self.learner.scheduler, it, extra={"run_id": run_id},
+                                       extra_state_dicts=self.signals.state_dict() if self.signals else None)
                 self.store.add_checkpoint(run_id, it, str(path), metrics)
                 wall["checkpoint"] = time.perf_counter() - t1
             if last or (r.train.eval_every and it % r.train.eval_every == 0):
@@ -251,6 +266,8 @@ def run_train(recipe: Recipe | None, store: Store, resume: str | None = None, ov
             loaded = load_checkpoint(cps[-1]["path"], trainer.model, trainer.learner.optimizer,
                                      trainer.learner.scheduler)
             start = loaded.iteration + 1
+            if trainer.signals is not None:
+                trainer.signals.load_state_dict(loaded.extra_state_dicts)
             console.print(f"resuming run {run.id} after checkpoint {loaded.iteration}")
         run_id = run.id
         store.set_run_status(run_id, "running")

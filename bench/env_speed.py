@@ -1,7 +1,7 @@
 """Env speed: steps/s through the TextWorld adapter vs raw `textworld.start` (same games,
 same EnvInfos, same pre-recorded random admissible action sequences).
 
-    python bench/env_speed.py [--games 4] [--episodes 8] [--max-steps 20] [--repeats 3]
+    python bench/env_speed.py [--games 4] [--episodes 6] [--max-steps 20] [--repeats 3]
 
 Target: adapter overhead <= 10%. Timing is the best of `--repeats` interleaved passes
 (raw, adapter, raw, adapter, ...) so load from other processes affects both sides alike.
@@ -114,7 +114,7 @@ def adapter_vs_raw(n_games: int, episodes: int, max_steps: int, repeats: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--games", type=int, default=4)
-    ap.add_argument("--episodes", type=int, default=8)
+    ap.add_argument("--episodes", type=int, default=6)
     ap.add_argument("--max-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-step", type=int, default=4096)
     ap.add_argument("--layers", type=int, default=None, help="LoRA on the top N layers only (default: all)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-full", action="store_true", help="skip the (slow) full-logits bare loop")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,36 +137,44 @@ def main() -> None:
     # warm-up (allocator, kernels) on a couple of steps
     learner.update(samples[: args.turns])
 
-    # interleaved repeats, so a load change on a shared machine hits every variant alike
-    runs = {
-        "cat": lambda: learner.update(samples)["time_s"],
-        "full": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, True, device),
-        "pos": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, False, device),
-        "per": lambda: learner_per.update(samples)["time_s"],
-    }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for k, fn in runs.items():
-            times[k].append(fn())
-    t_cat, t_full, t_pos, t_per = (statistics.median(times[k]) for k in ("cat", "full", "pos", "per"))
-
-    tok = cat_n["tokens"]
     what = "tiny random Llama" if args.tiny else ("random SmolLM2-shaped" if args.random else "SmolLM2-135M (GGUF)")
     print(f"model: {what} on {device} ({torch.get_num_threads()} threads), loaded in {load_s:.1f}s; "
           f"LoRA r{cfg.lora_rank} {','.join(cfg.target_modules)} layers {'all' if cfg.layers is None else cfg.layers}")
     print(f"episodes: {args.episodes} x {args.turns} turns, prompt {args.prompt}, obs {args.obs}, action {args.action} tokens; "
-          f"micro_batch_tokens {cfg.micro_batch_tokens}, tokens_per_step {cfg.tokens_per_step}, repeats {args.repeats}")
+          f"micro_batch_tokens {cfg.micro_batch_tokens}, tokens_per_step {cfg.tokens_per_step}, repeats {args.repeats}",
+          flush=True)
+
+    # interleaved repeats, so a load change on a shared machine hits every variant alike; each
+    # timing is printed as it lands (a slow shared CPU may not reach the end)
+    runs = {
+        "agentrl Learner.update (concat)": lambda: learner.update(samples)["time_s"],
+        "bare peft loop, logits at loss positions": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, False, device),
+        "bare peft loop, full logits": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, True, device),
+        "agentrl Learner.update (per_step)": lambda: learner_per.update(samples)["time_s"],
+    }
+    if args.skip_full:
+        runs.pop("bare peft loop, full logits")
+    tokens = {k: (per_n if "per_step" in k else cat_n)["tokens"] for k in runs}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.repeats):
+        for k, fn in runs.items():
+            times[k].append(fn())
+            print(f"  run {r + 1}: {k:<42}{tokens[k]:>7} tokens {times[k][-1]:>8.2f}s {tokens[k] / times[k][-1]:>8.1f} tok/s",
+                  flush=True)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    t_cat = t["agentrl Learner.update (concat)"]
+    tok = cat_n["tokens"]
+
     print()
     print(f"{'variant (same concat micro-batches)':<44}{'tokens':>8}{'s/iter':>9}{'tok/s':>9}{'agentrl speed / this':>22}")
-    rows = [("agentrl Learner.update (concat)", t_cat),
-            ("bare peft loop, full logits", t_full),
-            ("bare peft loop, logits at loss positions", t_pos)]
-    for name, t in rows:
-        print(f"{name:<44}{tok:>8}{t:>9.2f}{tok / t:>9.1f}{t / t_cat:>21.2f}x")
+    for name in runs:
+        if "per_step" not in name:
+            print(f"{name:<44}{tok:>8}{t[name]:>9.2f}{tok / t[name]:>9.1f}{t[name] / t_cat:>21.2f}x")
     print()
+    t_per = t["agentrl Learner.update (per_step)"]
     print(f"{'layout (same episodes)':<44}{'tokens':>8}{'s/iter':>9}{'tok/s':>9}{'loss tok':>10}{'seqs':>6}")
-    print(f"{'concat':<44}{cat_n['tokens']:>8}{t_cat:>9.2f}{cat_n['tokens'] / t_cat:>9.1f}{cat_n['loss_tokens']:>10}{cat_n['sequences']:>6}")
-    print(f"{'per_step':<44}{per_n['tokens']:>8}{t_per:>9.2f}{per_n['tokens'] / t_per:>9.1f}{per_n['loss_tokens']:>10}{per_n['sequences']:>6}")
+    for name, n, tt in (("concat", cat_n, t_cat), ("per_step", per_n, t_per)):
+        print(f"{name:<44}{n['tokens']:>8}{tt:>9.2f}{n['tokens'] / tt:>9.1f}{n['loss_tokens']:>10}{n['sequences']:>6}")
     print(f"concat processes {per_n['tokens'] / cat_n['tokens']:.2f}x fewer tokens and is {t_per / t_cat:.2f}x faster per iteration")
 
 

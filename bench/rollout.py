@@ -1,6 +1,6 @@
 """Rollout-generation benchmark for the HF policy, side by side in one run.
 
-    python bench/rollout.py                      # default model, 16 episodes x 3 turns (~3-5 min on 2 cores)
+    python bench/rollout.py                      # default model, 16 episodes x 2 turns (~4 min on 2 cores)
     python bench/rollout.py --episodes 8 --turns 2 --max-new-tokens 16   # quicker
     python bench/rollout.py --tiny               # random tiny model (smoke test, seconds)
 
@@ -30,11 +30,14 @@ THINGS = ["a wooden table", "a closed fridge", "a rusty key", "an old lamp", "a 
           "a pile of books", "a muddy boot"]
 
 
+def say(*a) -> None:
+    print(*a, flush=True)
+
+
 def fake_obs(ep: int, t: int) -> Observation:
     room = ROOMS[(ep + t) % len(ROOMS)]
     seen = ", ".join(THINGS[(ep + t + j) % len(THINGS)] for j in range(2 + ep % 5))
-    text = (f"-= {room.title()} =-\nYou are in the {room}. It is quiet here. You see {seen}. "
-            + "Dust covers the floor and a draught comes from the door. " * (1 + ep % 3))
+    text = f"-= {room.title()} =-\nYou are in the {room}. You see {seen}." + " Dust covers the floor." * (ep % 3)
     exits = ["go north", "go south", "go east", "go west", "go north east"][: 2 + (ep + t) % 4]
     cmds = exits + [f"take {x.split(' ', 1)[1]}" for x in THINGS[:3]] + ["open door", "look", "inventory"]
     return Observation(text=text, admissible=cmds, goal="Find the rusty key and open the locked chest.")
@@ -55,12 +58,15 @@ def play(policy: HFPolicy, episodes: int, turns: int) -> dict:
     for k in hist:
         policy.end_episode(k)
     s = policy.stats
-    return dict(wall=wall, steps=episodes * turns, gen=gen, prompt=s.prompt_tokens, prefill=s.prefilled_tokens)
+    return dict(wall=wall, steps=episodes * turns, gen=gen, prompt=s.prompt_tokens, prefill=s.prefilled_tokens,
+                prefill_s=s.prefill_s, decode_s=s.decode_s)
 
 
 def row(name: str, r: dict) -> str:
-    return (f"  {name:<28} {r['wall']:8.1f} s {r['steps'] / r['wall']:8.2f} steps/s {r['gen'] / r['wall']:8.1f} gen tok/s"
-            f"   prefilled {r['prefill']:>6} of {r['prompt']:>6} prompt tokens")
+    return (f"  {name:<28} {r['wall']:8.1f} s {r['steps'] / r['wall']:8.2f} steps/s "
+            f"{r['gen'] / r['wall']:8.1f} gen tok/s"
+            f"   prefill {r['prefill_s']:6.1f} s ({r['prefill']} of {r['prompt']} prompt tokens)"
+            f"   decode {r['decode_s']:6.1f} s")
 
 
 def main() -> None:
@@ -68,9 +74,10 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--tiny", action="store_true", help="random tiny model instead (smoke test)")
     ap.add_argument("--episodes", type=int, default=16)
-    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0 = torch default; on a shared 2-core machine 1 is several times faster)")
     ap.add_argument("--only", default="abc", help="which comparisons to run, e.g. 'ac'")
     args = ap.parse_args()
     if args.threads:
@@ -85,7 +92,7 @@ def main() -> None:
         from agentrl.policy.model import load_model
 
         model, tok = load_model(ModelConfig(path=args.model))
-    print(f"model {'tiny' if args.tiny else args.model}: loaded in {time.perf_counter() - t0:.1f} s, "
+    say(f"model {'tiny' if args.tiny else args.model}: loaded in {time.perf_counter() - t0:.1f} s, "
           f"{torch.get_num_threads()} threads, {args.episodes} episodes x {args.turns} turns, "
           f"max_new_tokens {args.max_new_tokens}")
     E, T = args.episodes, args.turns
@@ -93,16 +100,17 @@ def main() -> None:
     HFPolicy(model, tok, free).act([TurnContext(0, "w", 0, fake_obs(0, 0))])  # warm-up
 
     if "a" in args.only:
-        print(f"(a) batched vs one episode at a time (free text, KV reuse on, sampling T=1.0)")
+        say("(a) batched vs one episode at a time (free text, KV reuse on, sampling T=1.0)")
         b = play(HFPolicy(model, tok, free, seed=0), E, T)
         one = play(HFPolicy(model, tok, free.model_copy(update={"batch_size": 1}), seed=0), E, T)
-        print(row(f"batched (batch {E})", b))
-        print(row("one at a time (batch 1)", one))
-        print(f"  speed-up: {b['steps'] / b['wall'] / (one['steps'] / one['wall']):.2f}x steps/s, "
-              f"{b['gen'] / b['wall'] / (one['gen'] / one['wall']):.2f}x gen tok/s")
+        say(row(f"batched (batch {E})", b))
+        say(row("one at a time (batch 1)", one))
+        say(f"  speed-up: {b['steps'] / b['wall'] / (one['steps'] / one['wall']):.2f}x steps/s, "
+              f"{b['gen'] / b['wall'] / (one['gen'] / one['wall']):.2f}x gen tok/s; decode loop alone "
+              f"{b['gen'] / b['decode_s'] / (one['gen'] / one['decode_s']):.2f}x tok/s")
 
     if "b" in args.only:
-        print("(b) HFPolicy vs bare model.generate on the same first-turn prompts (greedy, batch of all)")
+        say("(b) HFPolicy vs bare model.generate on the same first-turn prompts (greedy, batch of all)")
         pol = HFPolicy(model, tok, free, greedy=True, kv_reuse=False)
         ctxs = [TurnContext(k, f"fake/{k}", 0, fake_obs(k, 0)) for k in range(E)]
         t1 = time.perf_counter()
@@ -124,19 +132,19 @@ def main() -> None:
             cut = next((j + 1 for j, x in enumerate(o) if x in stops), len(o))
             same += a.action_ids == o[:cut]
         n_gen = sum(len(a.action_ids) for a in acts)
-        print(f"  {'HFPolicy.act':<28} {t_pol:8.2f} s   {n_gen / t_pol:8.1f} gen tok/s")
-        print(f"  {'model.generate':<28} {t_gen:8.2f} s   {n_gen / t_gen:8.1f} gen tok/s")
-        print(f"  overhead: {100 * (t_pol / t_gen - 1):+.1f}%   identical outputs: {same}/{E}")
+        say(f"  {'HFPolicy.act':<28} {t_pol:8.2f} s   {n_gen / t_pol:8.1f} gen tok/s")
+        say(f"  {'model.generate':<28} {t_gen:8.2f} s   {n_gen / t_gen:8.1f} gen tok/s")
+        say(f"  overhead: {100 * (t_pol / t_gen - 1):+.1f}%   identical outputs: {same}/{E}")
 
     if "c" in args.only:
-        print("(c) KV-cache reuse across turns (admissible mode, history = all turns, sampling)")
+        say("(c) KV-cache reuse across turns (admissible mode, history = all turns, sampling)")
         adm = RolloutConfig(action_mode="admissible", history=-1, batch_size=E)
         on = play(HFPolicy(model, tok, adm, seed=0, kv_reuse=True), E, T)
         off = play(HFPolicy(model, tok, adm, seed=0, kv_reuse=False), E, T)
-        print(row("KV reuse on", on))
-        print(row("KV reuse off", off))
-        print(f"  speed-up: {off['wall'] / on['wall']:.2f}x wall")
-    print(f"total {time.perf_counter() - t0:.0f} s")
+        say(row("KV reuse on", on))
+        say(row("KV reuse off", off))
+        say(f"  speed-up: {off['wall'] / on['wall']:.2f}x wall")
+    say(f"total {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from agentrl.envs.alfworld import (  # noqa: E402
     TASK_TYPES,
     AlfWorldEnv,
     build_alfworld,
+    default_n,
     ensure_game,
     game_path,
     make_task_id,
@@ -73,10 +74,12 @@ def env():
 
 def test_task_ids_round_trip_and_refuse_bad_ones():
     spec = parse_task_id("alfworld/pick_two_obj_and_place/FloorPlan12/small-seed-40")
-    assert (spec.task_type, spec.floorplan, spec.seed, spec.small) == ("pick_two_obj_and_place", "FloorPlan12", 40, True)
+    assert (spec.task_type, spec.floorplan, spec.seed, spec.small) == \
+        ("pick_two_obj_and_place", "FloorPlan12", 40, True)
     assert spec.id == "alfworld/pick_two_obj_and_place/FloorPlan12/small-seed-40"
     assert parse_task_id("alfworld/look_at_obj_in_light/FloorPlan201/seed-3").small is False
-    for bad in ("alfworld/fly/FloorPlan1/seed-0", "alfworld/pick_and_place_simple/Kitchen1/seed-0", "textworld/x/seed-1"):
+    for bad in ("alfworld/fly/FloorPlan1/seed-0", "alfworld/pick_and_place_simple/Kitchen1/seed-0",
+                "textworld/x/seed-1", "alfworld/pick_and_place_simple/FloorPlan1/seed-x"):
         with pytest.raises(UserError):
             parse_task_id(bad)
     with pytest.raises(UserError):  # heating needs a microwave: kitchens only
@@ -173,7 +176,9 @@ def test_invalid_and_refused_actions_are_steps_that_change_nothing(games):
     first = obs0.info["walkthrough"][0]
     tr = env.step(first.upper() + ".")
     assert tr.valid and tr.observation.info["expert_plan"] == obs0.info["walkthrough"][1:]
-    assert normalize_command("put cup 1 in/on diningtable 1", ["move cup 1 to diningtable 1"]) == "move cup 1 to diningtable 1"
+    move = "move cup 1 to diningtable 1"
+    assert normalize_command("put cup 1 in/on diningtable 1", [move]) == move
+    assert normalize_command("Put cup 1 on diningtable 1.", [move]) == move
     assert split_intro("-= Welcome to TextWorld, ALFRED! =-\n\nRoom.\n\nYour task is to: do x.") == ("Room.", "do x.")
     env.close()
 
@@ -210,26 +215,55 @@ def test_expert_plan_survives_detours_and_goes_stale_on_real_deviation(games, en
         pytest.fail("no distractor to take")
 
 
-def test_fast_env_says_exactly_what_plain_textworld_says(games):
+# Plays a game with plain textworld (a fresh interpreter, so none of play.py's memos are
+# installed): the plan's steps, then seeded random admissible commands; prints the log.
+_PLAIN = """
+import json, os, random, sys
+os.environ.setdefault("ALFWORLD_DATA", sys.argv[2])
+import textworld
+from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+infos = textworld.EnvInfos(admissible_commands=True, won=True, extras=["walkthrough"])
+env = textworld.start(sys.argv[1], request_infos=infos, wrappers=[AlfredDemangler])
+logs = []
+for _ in range(2):
+    rng = random.Random(3)
+    state = env.reset()
+    log = [[state["feedback"], state["admissible_commands"]]]
+    for i in range(14):
+        plan = state["extra.walkthrough"]
+        cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
+        state, _, _ = env.step(cmd)
+        log.append([state["feedback"], state["admissible_commands"], state["won"]])
+    logs.append(log)
+print(json.dumps(logs))
+"""
+
+
+def test_fast_env_says_exactly_what_plain_textworld_says(games, cache):
+    import subprocess
+    import sys
+
     from agentrl.envs.alfworld.play import start_game
 
     path = game_path(games["pick_heat_then_place_in_recep"])
-    logs = []
-    for fast in (False, True):
-        tw = start_game(path, fast=fast, plannable=False)
-        for _ in range(2):  # a second reset of the same game reuses the translation
-            rng = random.Random(3)
-            state = tw.reset()
-            log = [(state["feedback"], state["admissible_commands"])]
-            for i in range(14):
-                plan = state["extra.walkthrough"]
-                cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
-                state, _, _ = tw.step(cmd)
-                log.append((state["feedback"], state["admissible_commands"], state["won"]))
-            logs.append(log)
-        tw.close()
-    assert logs[0] == logs[1] == logs[2] == logs[3]
-    assert any(entry[2] for entry in logs[0][1:])  # the plan part won
+    out = subprocess.run([sys.executable, "-c", _PLAIN, str(path), str(cache / "alfworld-data")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    plain = json.loads(out)
+    tw = start_game(path, plannable=False)
+    fast = []
+    for _ in range(2):  # a second reset of the same game reuses the translation
+        rng = random.Random(3)
+        state = tw.reset()
+        log = [[state["feedback"], state["admissible_commands"]]]
+        for i in range(14):
+            plan = state["extra.walkthrough"]
+            cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
+            state, _, _ = tw.step(cmd)
+            log.append([state["feedback"], state["admissible_commands"], state["won"]])
+        fast.append(log)
+    tw.close()
+    assert fast == plain
+    assert any(entry[2] for entry in plain[0][1:])  # the plan part won
 
 
 def test_plan_tasks_is_deterministic_balanced_and_split_by_floorplan():
@@ -249,6 +283,17 @@ def test_plan_tasks_is_deterministic_balanced_and_split_by_floorplan():
         plan_tasks("train", 2, task_types=["look_at_obj_in_light"], floorplans=["FloorPlan7"])
     with pytest.raises(UserError):
         plan_tasks("test", 2)
+
+
+def test_bundled_suites_are_what_the_builder_builds_by_default():
+    from agentrl.envs.suites import load_suite
+
+    for name, small in (("alfworld-small", True), ("alfworld", False)):
+        suite = load_suite(name)
+        assert suite.env == "alfworld"
+        assert suite.train == plan_tasks("train", default_n("train", small), 0, small=small)
+        assert suite.eval == plan_tasks("eval", default_n("eval", small), 0, small=small)
+        assert {parse_task_id(t).task_type for t in suite.eval} == set(TASK_TYPES)
 
 
 def test_build_alfworld_reports_progress_and_caches(games):
@@ -284,7 +329,7 @@ def test_registry_and_gymnasium(games):
 @pytest.mark.slow
 @pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_full_size_game_of_each_type_is_won(task_type):
-    fp = {"look_at_obj_in_light": "FloorPlan201", "pick_clean_then_place_in_recep": "FloorPlan1"}.get(task_type, "FloorPlan1")
+    fp = "FloorPlan201" if task_type == "look_at_obj_in_light" else "FloorPlan1"
     tid = make_task_id(task_type, fp, 0)
     env = AlfWorldEnv()
     obs = env.reset(tid)

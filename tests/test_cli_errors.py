@@ -9,9 +9,9 @@ import yaml
 from conftest import run_cli, write_recipe
 
 
-def _toy_suite(d, name="tiny", pattern="toy/pick-4/seed-{i}", train=(0, 3), eval_=(100, 103)):
+def _toy_suite(d, name="tiny", pattern="toy/pick-4/seed-{i}", train=(0, 3), eval_=(100, 103), env="toy"):
     (d / f"{name}.yaml").write_text(yaml.safe_dump({
-        "name": name, "env": "toy", "description": "test suite",
+        "name": name, "env": env, "description": "test suite",
         "train": {"pattern": pattern, "seeds": list(train)}, "eval": {"pattern": pattern, "seeds": list(eval_)}}))
 
 
@@ -53,7 +53,7 @@ def test_unknown_suite_and_unknown_env(tmp_path, capsys, suites_dir):
     p = write_recipe(tmp_path / "r.yaml", "no-such-suite")
     code, _, err = run_cli(["eval", str(p), "--db", str(tmp_path / "r.db")], capsys)
     _one_line_error(code, err, needle="no-such-suite")
-    _toy_suite(suites_dir, name="weird", pattern="zork/level-{i}")
+    _toy_suite(suites_dir, name="weird", pattern="zork/level-{i}", env="zork")
     p = write_recipe(tmp_path / "r.yaml", "weird")
     # an unknown adapter is refused before the run starts
     code, _, err = run_cli(["eval", str(p), "--db", str(tmp_path / "r.db")], capsys)

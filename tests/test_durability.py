@@ -12,10 +12,10 @@ import yaml
 from conftest import AGENTRL, run_cli, write_recipe
 
 
-def _long_toy_suite(d, n=3000):
+def _long_toy_suite(d, n=50000):
     (d / "long.yaml").write_text(yaml.safe_dump({
         "name": "long", "env": "toy", "description": "many chain episodes",
-        "train": {"pattern": "toy/chain-8/seed-{i}", "seeds": [0, 9]},
+        "train": {"pattern": "toy/chain-8/seed-{i}", "seeds": [50000, 50009]},
         "eval": {"pattern": "toy/chain-8/seed-{i}", "seeds": [0, n - 1]}}))
 
 
@@ -62,7 +62,7 @@ def test_sigkill_mid_eval_keeps_finished_episodes(tmp_path, suites_dir, capsys):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     n_eps = con.execute("SELECT count(*) FROM episodes").fetchone()[0]
-    assert 20 <= n_eps < 3000
+    assert 20 <= n_eps < 50000
     # every stored episode is whole: its step rows match its length
     bad = con.execute("""SELECT e.id FROM episodes e LEFT JOIN steps s ON s.episode_id = e.id
                          GROUP BY e.id HAVING count(s.id) != e.length""").fetchall()
@@ -78,7 +78,7 @@ def test_inspect_while_eval_writes(tmp_path, suites_dir):
     proc, db, env = _start_eval(tmp_path, suites_dir)
     try:
         _wait_for_episodes(db, proc, 5)
-        for _ in range(6):
+        for _ in range(3):
             r = subprocess.run([*AGENTRL, "inspect", "1", "--db", db, "--json"], capture_output=True, text=True,
                                env=env, timeout=60)
             assert "locked" not in r.stderr, r.stderr
@@ -104,6 +104,17 @@ def test_replay_matches_and_detects_tampering(tmp_path, suites_dir, capsys):
     assert code == 0, err
     ids = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM episodes WHERE length >= 3 ORDER BY id")]
     assert len(ids) >= 2
+    code, _, err = run_cli(["eval", str(recipe), "--set", "policy=expert", "--db", db, "--no-progress"], capsys)
+    assert code == 0, err
+    # the stored return is the sum of the stored rewards (the expert run wins every episode: return 1)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*), sum(\"return\") FROM episodes WHERE policy = 'expert'").fetchone() == (4, 4.0)
+    for eid, ret, total in con.execute("SELECT e.id, e.\"return\", sum(s.reward) FROM episodes e "
+                                       "JOIN steps s ON s.episode_id = e.id GROUP BY e.id"):
+        assert abs(ret - total) < 1e-9, (eid, ret, total)
+    assert con.execute("SELECT sum(won) FROM episodes").fetchone()[0] == \
+        con.execute("SELECT count(*) FROM episodes WHERE \"return\" > 0").fetchone()[0]
+    con.close()
     for eid in ids:
         code, out, err = run_cli(["replay", str(eid), "--db", db], capsys)
         assert code == 0 and "full match" in out, out + err

@@ -40,9 +40,12 @@ def test_pick_wins_only_with_the_red_door_and_order_depends_on_seed():
 def test_pick_invalid_text_changes_nothing():
     env = ToyEnv()
     obs = env.reset("toy/pick-3/seed-0")
-    tr = env.step("dance")
-    assert not tr.valid and not tr.terminated and tr.reward == 0
-    assert tr.observation.anchor == obs.anchor and tr.observation.admissible == obs.admissible
+    for cmd in ["dance", "quit", ""]:
+        tr = env.step(cmd)
+        assert not tr.valid and not tr.terminated and tr.reward == 0
+        assert tr.observation.anchor == obs.anchor and tr.observation.admissible == obs.admissible
+    assert env.step("quit").observation.text == "That command is not allowed."
+    assert env.step("  open the red\x00door \n and more").won  # cleaned like the real adapters
 
 
 def test_chain_advances_only_on_the_fixed_exit_with_repeated_anchors():

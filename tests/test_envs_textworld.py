@@ -76,6 +76,9 @@ def test_task_id_grammar():
         assert task in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UserError):
         TextWorldEnv().reset("textworld/w2-o3/seed-1")
+    with pytest.raises(UserError):  # validated before any game is generated
+        build_games(["textworld/w1-o1-q1/seed-99", "textworld/nope/seed-1"])
+    assert not game_path("textworld/w1-o1-q1/seed-99").exists()
     with pytest.raises(UserError):
         make_env("nosuchenv/x/seed-1")
 

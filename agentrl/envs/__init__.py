@@ -1,9 +1,16 @@
-"""Turn-level environment adapters (DESIGN §2)."""
+"""Turn-level environment adapters (DESIGN §2).
+
+Importing this package registers the gymnasium ids `agentrl/TextWorld-v0`, `agentrl/ALFWorld-v0`,
+`agentrl/Toy-v0` and `agentrl/ToyText-v0`.
+"""
 
 from agentrl.envs.base import META_COMMANDS, Observation, TextEnv, Transition, clean_action
+from agentrl.envs.gymnasium_api import register_gymnasium_envs
 from agentrl.envs.registry import env_name_of, list_envs, make_env, register_env
+
+register_gymnasium_envs()
 
 __all__ = [
     "META_COMMANDS", "Observation", "TextEnv", "Transition", "clean_action",
-    "env_name_of", "list_envs", "make_env", "register_env",
+    "env_name_of", "list_envs", "make_env", "register_env", "register_gymnasium_envs",
 ]

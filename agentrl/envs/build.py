@@ -36,13 +36,13 @@ def build(name: str, split: str = "all", workers: int = 2, n: int | None = None,
                   console=console) as progress:
         if name == "alfworld":  # the generator, with its own options
             try:
-                from agentrl.envs.alfworld import build_alfworld
+                from agentrl.envs.alfworld import build_alfworld, default_n
             except ImportError as e:
                 raise UserError(f"ALFWorld needs the alfworld package ({e.name}): pip install 'agentrl[alfworld]'") from None
             splits = ["train", "eval"] if split == "all" else [split]
             out: list = []
             for sp in splits:
-                bar = progress.add_task(f"alfworld {sp}", total=n)
+                bar = progress.add_task(f"alfworld {sp}", total=default_n(sp, small) if n is None else n)
                 out += build_alfworld(split=sp, n=n, seed=seed, task_types=task_types, floorplans=floorplans,
                                       workers=workers, progress=lambda k, b=bar: progress.advance(b, k), small=small)
             return out

@@ -13,7 +13,8 @@ wins is the same on every seed and a policy can learn it):
     toy/hang/seed-{N}        step() never returns (tests the env pool's timeout)
     toy/crash/seed-{N}       step() kills its own process with exit code 3 (pool restart)
 
-A text that is not admissible (pick, chain) is an invalid step: nothing changes.
+A text that is not admissible (pick, chain) is an invalid step: nothing changes; meta
+commands are refused as in the real adapters (echo applies no hygiene at all).
 `ToyTextEnv` is the chain game as a plain gymnasium env (`agentrl/ToyText-v0`), used to
 test the generic gymnasium wrapper.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 import gymnasium
 
-from agentrl.envs.base import Observation, TextEnv, Transition
+from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
 from agentrl.envs.gymnasium_api import TEXT_CHARSET
 from agentrl.errors import UserError
 
@@ -115,6 +116,9 @@ class ToyEnv(TextEnv):
             return Transition(Observation(text, None, "", text, {"received": action}), 0.0, False)
         if self.done:
             return self._unchanged("The game is over.", valid=False)
+        action, ok = clean_action(action)  # same hygiene as the real adapters
+        if not ok:
+            return self._unchanged("That command is not allowed.", valid=False)
         if action not in (self.obs.admissible or []):
             return self._unchanged("Nothing happens.", valid=False)
         if self.kind == "pick":

@@ -68,7 +68,8 @@ def _adapter_path(root: Path, name: str) -> Path:
     return root if name == "default" else root / name
 
 
-def _fsync_dir(p: Path) -> None:
+def _fsync(p: Path) -> None:
+    """fsync a file or a folder (a folder so that renames inside it are durable)."""
     fd = os.open(p, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -79,7 +80,7 @@ def _fsync_dir(p: Path) -> None:
 def _fsync_tree(root: Path) -> None:
     """Flush every file and folder under `root` to disk before the rename publishes it."""
     for p in sorted(root.rglob("*")) + [root]:
-        _fsync_dir(p)
+        _fsync(p)
 
 
 def save_checkpoint(
@@ -123,7 +124,7 @@ def save_checkpoint(
             os.rename(final, old)
         os.rename(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(parent)
+        _fsync(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,6 +31,7 @@ ignores `max_new_tokens` (a command is finished when its trie path ends).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -38,9 +39,10 @@ import torch
 from agentrl.config import RolloutConfig
 from agentrl.policy.base import Action, TurnContext
 from agentrl.policy.constrained import CommandTrie, parse_action
-from agentrl.policy.logprobs import decoder_and_head, masked_logprobs, pad_allowed
-from agentrl.policy.prompt import Prompt, Turn, build_prompt, chat_format, default_system_prompt, system_message, \
-    user_message
+from agentrl.policy.logprobs import decoder_and_head, eval_mode, masked_logprobs, pad_allowed
+from agentrl.policy.prompt import (
+    Prompt, Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message,
+)
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [kv_heads, length, head_dim]
 
@@ -73,6 +75,8 @@ class PolicyStats:
     prompt_tokens: int = 0  # tokens of all prompts
     prefilled_tokens: int = 0  # prompt tokens actually run through the model (the rest came from the KV cache)
     generated_tokens: int = 0
+    prefill_s: float = 0.0  # wall time of prefill forward passes (incl. building the batch cache)
+    decode_s: float = 0.0  # wall time of the token-by-token loop
 
 
 def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,14 +125,19 @@ class HFPolicy:
     def end_episode(self, key: int) -> None:
         self.episodes.pop(key, None)
 
+    def reset(self) -> None:
+        """Forget every episode and KV cache (e.g. after the model's weights changed mid-episode)."""
+        self.episodes.clear()
+
     @torch.no_grad()
     def act(self, contexts: list[TurnContext]) -> list[Action]:
         self.stats.turns += len(contexts)
         reqs = [self._prepare(c) for c in contexts]
         order = sorted(range(len(reqs)), key=lambda i: len(reqs[i].prompt.ids) - reqs[i].past_len)
         bs = self.cfg.batch_size
-        for b in range(0, len(order), bs):
-            self._generate([reqs[i] for i in order[b : b + bs]])
+        with eval_mode(self.model):  # no dropout while sampling: stored log-probs must be reproducible
+            for b in range(0, len(order), bs):
+                self._generate([reqs[i] for i in order[b : b + bs]])
         return [self._finish(r) for r in reqs]
 
     # ------------------------------------------------------------------ per request
@@ -145,7 +154,9 @@ class HFPolicy:
         return turns
 
     def _prepare(self, ctx: TurnContext) -> _Request:
-        ep = self.episodes.setdefault(ctx.key, _Episode())
+        ep = self.episodes.get(ctx.key)
+        if ep is None or ctx.t == 0:  # a new episode never reuses state (the weights may have changed since)
+            ep = self.episodes[ctx.key] = _Episode()
         obs = ctx.observation
         prompt = build_prompt(
             self.fmt, system_message(self.system_prompt, obs.goal), self._history(ctx, ep), obs.text,
@@ -191,6 +202,7 @@ class HFPolicy:
 
     def _generate(self, reqs: list[_Request]) -> None:
         dev, B = self.device, len(reqs)
+        t0 = time.perf_counter()
         news = [r.prompt.ids[r.past_len:] for r in reqs]
         lp, ln = max(r.past_len for r in reqs), max(len(n) for n in news)
         ids = torch.full((B, ln), self.pad_id, dtype=torch.long)
@@ -220,6 +232,8 @@ class HFPolicy:
                 r.past = None
         mask, pos = mask.to(dev), pos.to(dev)
         logits, cache = self._forward(ids.to(dev), mask, pos, cache)
+        t1 = time.perf_counter()
+        self.stats.prefill_s += t1 - t0
         next_pos = torch.tensor([len(r.prompt.ids) for r in reqs], device=dev)
         limit = self.cfg.max_new_tokens
         while True:
@@ -243,6 +257,7 @@ class HFPolicy:
             logits, cache = self._forward(feed[:, None], mask, next_pos[:, None], cache)
             next_pos = next_pos + active.long()
         self.stats.generated_tokens += sum(len(r.ids) for r in reqs)
+        self.stats.decode_s += time.perf_counter() - t1
         if self.kv_reuse:
             self._keep_caches(reqs, cache, mask)
 

@@ -15,6 +15,8 @@ times cheaper than full-sequence logits.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from agentrl.policy.constrained import allowed_token_ids
@@ -60,6 +62,17 @@ def masked_logprobs(
         constrained = valid.any(dim=1)
         lse = torch.where(constrained, torch.logsumexp(za, dim=-1), lse)
     return z.gather(1, targets[:, None]).squeeze(1) - lse
+
+
+@contextmanager
+def eval_mode(model):
+    """Run in eval mode (no dropout), restoring the previous mode afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def decoder_and_head(model):
@@ -134,10 +147,11 @@ def recompute_logprobs(
                 allowed += allowed_token_ids(tokenizer, admissible[i], action_ids[i])
             else:
                 allowed += [None] * a
-        lp = token_logprobs(
-            model, ids.to(device), mask.to(device), torch.tensor(rows, device=device),
-            torch.tensor(cols, device=device), allowed, temperature,
-        ).tolist()
+        with eval_mode(model):
+            lp = token_logprobs(
+                model, ids.to(device), mask.to(device), torch.tensor(rows, device=device),
+                torch.tensor(cols, device=device), allowed, temperature,
+            ).tolist()
         k = 0
         for i in chunk:
             a = len(action_ids[i])

@@ -112,6 +112,9 @@ def load_model(cfg: ModelConfig, seed: int | None = None):
 
     if seed is not None:
         torch.manual_seed(seed)
+    threads = cfg.threads or int(os.environ.get("AGENTRL_THREADS", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)  # on a busy CPU, oversubscribed threads cost up to ~8x
     directory, gguf = resolve_path(cfg.path)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)

@@ -376,8 +376,9 @@ def problem_pddl(game: Game) -> str:
     recs = [(mangle(rid), t) for rid, t in game.receptacles]
     objs = [(mangle(oid), t, mangle(rid)) for oid, t, rid in game.objects]
     loc = {r: f"loc_bar_{i}" for i, (r, _) in enumerate(recs)}
-    otypes = sorted({t for _, t, _ in objs} | {game.obj, "Knife", "ButterKnife"} | ({game.toggle} if game.toggle else set()))
-    rtypes = sorted({t for _, t in recs} | {"SinkBasin", "Microwave", "Fridge"} | ({game.recep} if game.recep else set()))
+    # Types the domain and the goal name must be declared even when absent from the room.
+    otypes = sorted({t for _, t, _ in objs} | {game.obj, game.toggle or "Knife", "Knife", "ButterKnife"})
+    rtypes = sorted({t for _, t in recs} | {game.recep or "Fridge", "SinkBasin", "Microwave", "Fridge"})
     decl = (
         ["agent1 - agent", "loc_bar_start - location"]
         + [f"{loc[r]} - location" for r, _ in recs]
@@ -403,10 +404,11 @@ def problem_pddl(game: Game) -> str:
         init.append(f"(pickupable {o})")
         if t in constants.MOVABLE_RECEPTACLES_SET:
             init.append(f"(isReceptacleObject {o})")
-        for prop, pred in (("Cleanable", "cleanable"), ("Heatable", "heatable"), ("Coolable", "coolable"), ("Sliceable", "sliceable")):
+        for prop in ("Cleanable", "Heatable", "Coolable", "Sliceable"):
             if t in act[prop]:
-                init.append(f"({pred} {o})")
-    goal = glib.gdict[game.spec.task_type]["pddl"].format(obj=game.obj, recep=game.recep or "", toggle=game.toggle or "")
+                init.append(f"({prop.lower()} {o})")
+    goal = glib.gdict[game.spec.task_type]["pddl"]
+    goal = goal.format(obj=game.obj, recep=game.recep or "", toggle=game.toggle or "")
     goal = goal.replace("#", "-")  # the goal library writes types as `?x # type`; its text closes `(define`
     sep = "\n        "
     return (

@@ -4,14 +4,21 @@
 full-size room every step re-derives the command text of every applicable action
 through the grammar parser (~50 derivations, 70-270 ms a step), and every `reset()`
 translates the PDDL problem to SAS twice again (1-3 s) even for the game it just played.
-Two exact memos remove that work, without changing what the game says or accepts:
+Memos remove that work without changing what the game says or accepts (a test plays a
+game here and in plain textworld in a fresh interpreter and compares every observation
+and admissible list); bench/alfworld_env.py measures the gain (steps ~10x, resets ~12x):
 
-- command texts are memoised per grounded action for the loaded game. In this domain a
-  command's text depends only on the action's arguments and on `receptacleAtLocation`
-  facts, which no action changes (checked by tests/test_alfworld.py against plain
-  textworld, command for command);
+- command texts are memoised per grounded action for the loaded game, keyed by the
+  arguments the template names. In this domain a command's text depends only on those
+  and on `receptacleAtLocation` facts, which no action changes; templates made only of
+  text and `{x}` placeholders are filled with the entities' names directly (what the
+  grammar would derive);
 - the PDDL->SAS translation is memoised per (domain, problem) text, so resetting a game
   reuses it (textworld only reads the translated task);
+- the grammar's text snippets and conditions are parsed once per process (textworld
+  re-parses every rule of the grammar for each game it loads, and the start symbol and
+  conditions of every text it derives); callers get a deep copy, as textworld mutates
+  what it derives;
 - an env that will not ask the planner (`plannable=False`: the game file carries its
   plan) skips textworld's second, planner-optimised translation and hands the planner
   the plain one (still a correct task, only slower to search).
@@ -22,6 +29,7 @@ across envs).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -72,13 +80,48 @@ class _MemoFastDownward(types.ModuleType):
         return out
 
 
-def _install_sas_memo() -> None:
+def _install_memos() -> None:
     fast_downward, _, pddl_logic, _ = _imports()
     if not isinstance(pddl_logic.fast_downward, _MemoFastDownward):
         pddl_logic.fast_downward = _MemoFastDownward(fast_downward)
+    import textworld.envs.pddl.textgen as textgen
+
+    if not getattr(textgen._parse_and_convert, "_agentrl_memo", False):
+        parse = textgen._parse_and_convert
+        memo: dict[tuple, Any] = {}
+
+        def memo_parse(text, rule_name=None, **kwargs):
+            key = (text, rule_name)
+            if kwargs.get("trace") or not isinstance(text, str):
+                return parse(text, rule_name=rule_name, **kwargs)
+            if key not in memo:
+                if len(memo) > 20_000:  # texts are few (grammar rules, rule names); a safety cap
+                    memo.clear()
+                memo[key] = parse(text, rule_name=rule_name, **kwargs)
+            return copy.deepcopy(memo[key])
+
+        memo_parse._agentrl_memo = True
+        textgen._parse_and_convert = memo_parse
+
+    if not hasattr(textgen.Rule, "_agentrl_memo"):  # textgen only calls Rule.parse_conjunctive_query
+        real_rule = textgen.Rule
+        queries: dict[str, Any] = {}
+
+        class MemoRule:
+            _agentrl_memo = True
+
+            @staticmethod
+            def parse_conjunctive_query(expr: str):
+                if expr not in queries:
+                    queries[expr] = real_rule.parse_conjunctive_query(expr)
+                return copy.deepcopy(queries[expr])
+
+        textgen.Rule = MemoRule
 
 
 _ENV_CLASS = None
+_SIMPLE = re.compile(r"[^\[\]#|{}]*(\{\w+\}[^\[\]#|{}]*)*")  # text and bare {placeholders} only
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _names(template: str, placeholder: str) -> bool:
@@ -118,9 +161,13 @@ def _fast_env_class():
                     return derive(rule, context)
                 # Only the placeholders the template names can change its text (a move's
                 # text names where it goes, not where it starts).
-                key = (rule, tuple(sorted((p.name, v.name) for p, v in context["mapping"].items() if _names(rule, p.name))))
+                named = [(p.name, v.name) for p, v in context["mapping"].items() if _names(rule, p.name)]
+                key = (rule, tuple(sorted(named)))
                 if key not in memo:
-                    memo[key] = derive(rule, context)
+                    if _SIMPLE.fullmatch(rule):  # "take {o} from {r}": each {x} is the entity's name
+                        memo[key] = _PLACEHOLDER.sub(lambda m: str(context["variables"][m.group(1)]), rule)
+                    else:
+                        memo[key] = derive(rule, context)
                 return memo[key]
 
             grammar.derive = cached_derive
@@ -142,7 +189,7 @@ def start_game(path: str | Path, demangle: bool = True, fast: bool = True, plann
     wrappers = [AlfredDemangler] if demangle else []
     if not fast:
         return textworld.start(str(path), request_infos=infos, wrappers=wrappers)
-    _install_sas_memo()
+    _install_memos()
     env = _fast_env_class()(infos)
     env.plannable = plannable
     for wrapper in wrappers:
