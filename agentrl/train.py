@@ -106,7 +106,9 @@ class Trainer:
         self.recipe, self.store, self.console, self.show = recipe, store, console, show_progress
         self.suite = load_suite(recipe.env.suite)
         check_tasks(self.suite.train + self.suite.eval)
-        self.method = get_method(recipe.credit.method, **recipe.credit.params())
+        from agentrl.credit.online import split_params
+
+        self.method = get_method(recipe.credit.method, **split_params(recipe.credit.method, recipe.credit.params())[0])
         model, self.tokenizer = load_model(recipe.model, seed=recipe.seed)
         self.model = add_lora(model, recipe.learner)
         self.learner = Learner(self.model, recipe.learner, temperature=recipe.rollout.temperature)
@@ -162,6 +164,7 @@ class Trainer:
         if self.signals is not None:  # fills step.info["signals"] / episode.info["signals"]
             signal_metrics.update(self.signals.compute(recs))
         wall["signals"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         advs = self.method.advantages(credit_episodes(recs))
         rows = [(s.id, a, dict(s.info.get("signals", {}))) for e, adv in zip(recs, advs) for s, a in zip(e.steps, adv)]
         self.store.write_advantages(r.credit.method, rows)

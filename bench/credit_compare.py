@@ -7,8 +7,8 @@
 Runs `agentrl train RECIPE --set credit.method=M --set seed=S` for every method and seed into
 one database (`DIR/compare.db`), then reads the `iterations` table and prints, per method
 (mean over seeds): held-out success before and after training, training return and episode
-length (mean over iterations), and the wall time of a training iteration (rollout + credit
-incl. signals + update + signals update; eval and checkpoints excluded) relative to grpo,
+length (mean over iterations), and the wall time of a training iteration (rollout, signals,
+credit, update, signals update; eval and checkpoints excluded) relative to grpo,
 with the learned parts' own cost (signals + signals_update) beside it. Writes the table as
 JSON and a comparison plot (`agentrl.plot.plot_runs`) into DIR.
 
@@ -33,7 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 METHODS = ["grpo", "rloo", "gigpo", "spa", "oprl", "igpo"]
-PHASES = ("rollout", "credit", "update", "signals_update")  # "credit" already includes "signals"
+
+
+def iteration_s(w: dict) -> float:
+    """A training iteration's wall time without its eval and checkpoint (rollout, signals, credit,
+    update, signals update), whether or not the stored "credit" time includes "signals"."""
+    return w.get("total", 0.0) - w.get("eval", 0.0) - w.get("checkpoint", 0.0)
 
 
 def tiny_setup(out: Path) -> Path:
@@ -91,7 +96,7 @@ def run_summary(iters: list[dict]) -> dict:
         "after": last.get("eval_success"),
         "return": mean(r["metrics"].get("return", 0.0) for r in train) if train else None,
         "length": mean(r["metrics"].get("length", 0.0) for r in train) if train else None,
-        "iter_s": mean(sum(w.get(k, 0.0) for k in PHASES) for w in wall) if wall else None,
+        "iter_s": mean(iteration_s(w) for w in wall) if wall else None,
         "signals_s": mean(w.get("signals", 0.0) + w.get("signals_update", 0.0) for w in wall) if wall else None,
         "rollout_s": mean(w.get("rollout", 0.0) for w in wall) if wall else None,
         "update_s": mean(w.get("update", 0.0) for w in wall) if wall else None,
@@ -125,7 +130,8 @@ def print_table(summary: dict[str, dict]) -> None:
     for m, r in summary.items():
         change = None if r["before"] is None or r["after"] is None else r["after"] - r["before"]
         t.add_row(m, str(r["runs"]), pct(r["before"]), pct(r["after"]),
-                  "-" if change is None else f"{100 * change:+.1f} pts", num(r["return"], ".3f"), num(r["length"], ".2f"),
+                  "-" if change is None else f"{100 * change:+.1f} pts", num(r["return"], ".3f"),
+                  num(r["length"], ".2f"),
                   num(r["iter_s"]), num(r["rollout_s"]), num(r["update_s"]), num(r["signals_s"]),
                   "-" if r["overhead"] is None else f"{100 * r['overhead']:+.0f}%", pct(r["signals_frac"]))
     Console(width=200).print(t)

@@ -22,7 +22,7 @@ from agentrl.credit.online import (
     make_signal_provider,
     split_params,
 )
-from agentrl.learner.lora import POLICY, adapter_parameters, adapters_disabled, add_lora, use_adapter
+from agentrl.learner.lora import POLICY, adapter_parameters, adapters_disabled, add_lora
 from agentrl.policy.logprobs import recompute_logprobs
 from agentrl.policy.prompt import Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message
 from agentrl.store.records import EpisodeRecord, StepRecord
@@ -315,7 +315,8 @@ def test_train_and_resume(method, tmp_path, suites_dir, tiny_model_dir, capsys, 
         rollout={"group_size": 4, "groups_per_iteration": 3, "action_mode": "admissible", "history": -1,
                  "max_new_tokens": 8},
         credit={"method": method},
-        learner={"lora_rank": 4, "lora_alpha": 8, "lr": 5e-3, "layout": "concat", "target_modules": ["q_proj", "v_proj"]},
+        learner={"lora_rank": 4, "lora_alpha": 8, "lr": 5e-3, "layout": "concat",
+                 "target_modules": ["q_proj", "v_proj"]},
         train={"iterations": 2, "eval_every": 0, "checkpoint_every": 1, "output_dir": str(tmp_path / "ckpt")},
         eval={"episodes": 2, "greedy": False})
     db = str(tmp_path / "r.db")

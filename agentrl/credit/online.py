@@ -92,8 +92,8 @@ def make_signal_provider(method: str, params: dict, model, tokenizer, recipe):
     bridge = cfg["bridge"]
     if not isinstance(bridge, str):
         raise CreditError(f"credit method 'igpo': parameter 'bridge' must be a string, got {bridge!r}")
-    return IGPOProvider(model, tokenizer, recipe, truth=check_choice(method, "truth", cfg["truth"], ("walkthrough", "goal")),
-                        bridge=bridge)
+    truth = check_choice(method, "truth", cfg["truth"], ("walkthrough", "goal"))
+    return IGPOProvider(model, tokenizer, recipe, truth=truth, bridge=bridge)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -241,7 +241,7 @@ class SPAProvider:
         try:
             self.estimator.load_state_dict(state["spa_estimator"])
         except RuntimeError:
-            raise UserError("the checkpoint's SPA progress estimator does not match this model or estimator_width") from None
+            raise UserError("the checkpoint's SPA estimator does not match this model or estimator_width") from None
         self.optimizer.load_state_dict(state["spa_optimizer"])
         buf = state.get("spa_buffer") or {}
         self.buffer.items.clear()
@@ -264,7 +264,7 @@ class OPRLProvider:
             add_adapter(model, PRM, recipe.learner)
         self.params = adapter_parameters(model, PRM)
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=recipe.learner.weight_decay)
-        self._pending: tuple[tuple[int, ...], list[EpisodeRecord], list[StepSample], list, list[list[float]]] | None = None
+        self._pending: tuple | None = None  # (batch key, recs, samples, where, logratios) of the last compute()
 
     def _samples(self, recs):
         return step_samples(recs, self.tokenizer, self.recipe.rollout.action_mode)

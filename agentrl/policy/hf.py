@@ -231,7 +231,20 @@ class HFPolicy:
             for r in reqs:
                 r.past = None
         mask, pos = mask.to(dev), pos.to(dev)
-        logits, cache = self._forward(ids.to(dev), mask, pos, cache)
+        first: dict[tuple, int] = {}  # identical prompts with nothing cached (a group's turn 0): prefill once
+        rows = [first.setdefault(tuple(n), i) for i, n in enumerate(news)] if cache is None else list(range(B))
+        if len(first) and len(first) < B:
+            uniq = sorted(first.values())
+            where = {row: j for j, row in enumerate(uniq)}
+            sel = torch.tensor([where[r] for r in rows], device=dev)
+            u = torch.tensor(uniq, device=dev)
+            logits, cache = self._forward(ids.to(dev).index_select(0, u), mask.index_select(0, u),
+                                          pos.index_select(0, u), None)
+            logits = logits.index_select(0, sel)
+            cache = _make_cache([(k.index_select(0, sel), v.index_select(0, sel)) for k, v in _cache_layers(cache)])
+            self.stats.prefilled_tokens -= sum(len(news[i]) for i in range(B) if rows[i] != i)
+        else:
+            logits, cache = self._forward(ids.to(dev), mask, pos, cache)
         t1 = time.perf_counter()
         self.stats.prefill_s += t1 - t0
         next_pos = torch.tensor([len(r.prompt.ids) for r in reqs], device=dev)
