@@ -19,9 +19,7 @@ install: $(VENV)/.installed
 
 quickstart: install
 	$(BIN)/agentrl envs build tw-quick
-	$(BIN)/agentrl eval recipes/tw-quick-expert.yaml
-	$(BIN)/agentrl eval recipes/tw-quick-random.yaml
-	$(BIN)/agentrl runs
+	$(BIN)/agentrl train recipes/quickstart.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -150,9 +150,10 @@ def _short(text: str, n: int = 160) -> str:
 @click.option("--failed", is_flag=True, help="Only episodes that were not won.")
 @click.option("--split", type=click.Choice(["train", "eval"]), default=None)
 @click.option("--full", is_flag=True, help="Do not shorten observations.")
+@click.option("--credit", is_flag=True, help="Summarise credit assignment per training iteration.")
 @_db_option
 @_json_option
-def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, db, as_json):
+def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db, as_json):
     """Show a run's episodes, or one episode's transcript with --episode."""
     from agentrl.store.db import open_store
     from agentrl.store import queries as q
@@ -172,6 +173,22 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, db, as_json
     if run_ref is None:
         raise UserError("give a RUN (see `agentrl runs`) or --episode ID")
     run = q.get_run(store, run_ref)
+    if credit:
+        rows = q.credit_summary(store, run.id)
+        if as_json:
+            _print_json(rows)
+            return
+        if not rows:
+            raise UserError(f"run {run.id} has no stored advantages (only training runs have them)")
+        keys = [k for k in rows[0] if k not in ("iteration", "method")]
+        t = Table(title=f"credit assignment in run {run.id} ({rows[0]['method']})")
+        for col in ["iter", *keys]:
+            t.add_column(col, justify="right")
+        for r in rows:
+            t.add_row(str(r["iteration"]), *[("-" if r.get(k) is None else
+                                              (str(r[k]) if isinstance(r[k], int) else f"{r[k]:.4g}")) for k in keys])
+        out.print(t)
+        return
     eps = q.episodes(store, run.id, iteration=iteration, split=split, failed=failed)
     if as_json:
         _print_json([_episode_json(e, steps=False) for e in eps])
@@ -212,6 +229,9 @@ def _print_episode(ep, advs: dict, full: bool) -> None:
         cum += st.reward
         a = advs.get(st.id, [])
         adv = ", ".join(f"{x['method']} {x['value']:+.3f}" for x in a) or "-"
+        sig = {k: v for x in a for k, v in (x.get("signals") or {}).items()}
+        if sig:
+            adv += "\n" + " ".join(f"{k}={v:.3g}" for k, v in sig.items())
         gen = "" if st.raw == st.action else _short(st.raw, 80)
         flag = "" if st.valid else " [red](invalid)[/]"
         obs = st.observation if full else _short(st.observation, n)
@@ -228,15 +248,29 @@ def _print_episode(ep, advs: dict, full: bool) -> None:
 
 # -- replay --------------------------------------------------------------------------------
 @cli.command("replay")
-@click.argument("episode_id")
+@click.argument("episode_id", required=False)
+@click.option("--policy", "policy_ref", default=None, metavar="RUN[:N]",
+              help="Let checkpoint N (default: last) of training run RUN continue the episode.")
+@click.option("--from-step", type=click.IntRange(min=0), default=0, help="With --policy: replay this many stored steps first.")
+@click.option("--failed", "failed_run", default=None, metavar="RUN",
+              help="With --policy: continue every failed eval episode of RUN and count how many are now won.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_db_option
 @_json_option
-def replay_cmd(episode_id, db, as_json):
-    """Re-execute a stored episode's actions and check every observation and reward."""
-    from agentrl.replay import replay_episode
+def replay_cmd(episode_id, policy_ref, from_step, failed_run, no_progress, db, as_json):
+    """Re-execute a stored episode and check every observation and reward; or, with --policy,
+    let a checkpoint continue stored episodes."""
     from agentrl.store.db import open_store
 
-    report = replay_episode(open_store(db, create=False), episode_id)
+    store = open_store(db, create=False)
+    if policy_ref is not None:
+        _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, no_progress, as_json)
+        return
+    if failed_run is not None or episode_id is None:
+        raise UserError("give an EPISODE_ID (and --policy RUN[:N] to let a checkpoint continue it)")
+    from agentrl.replay import replay_episode
+
+    report = replay_episode(store, episode_id)
     bad = report.first_divergence
     if as_json:
         from dataclasses import asdict
@@ -263,6 +297,37 @@ def replay_cmd(episode_id, db, as_json):
                 out.print(f"  replayed: {_short(bad.replay_obs, 300)}")
     if bad is not None:
         sys.exit(1)
+
+
+def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, no_progress, as_json):
+    from dataclasses import asdict
+
+    from agentrl.replay import continue_episodes
+    from agentrl.store import queries as q
+
+    if failed_run is not None:
+        run = q.get_run(store, failed_run)
+        ids = [e.id for e in q.episodes(store, run.id, split="eval", failed=True)]
+        if not ids:
+            raise UserError(f"run {run.id} has no failed eval episodes")
+    elif episode_id is not None:
+        ids = [q.get_episode(store, episode_id).id]
+    else:
+        raise UserError("give an EPISODE_ID or --failed RUN")
+    new_run, conts = continue_episodes(store, ids, policy_ref, from_step, console=err,
+                                       show_progress=not no_progress and not as_json)
+    won = sum(c.won for c in conts)
+    if as_json:
+        _print_json({"run": new_run, "episodes": len(conts), "now_won": won, "continuations": [asdict(c) for c in conts]})
+        return
+    t = Table(title=f"{policy_ref} continues {len(conts)} episode(s) from step {from_step} (stored as run {new_run})")
+    for col in ("episode", "task", "was", "now", "length", "new episode"):
+        t.add_column(col)
+    for c in conts:
+        t.add_row(str(c.episode_id), c.task_id, "won" if c.was_won else "lost",
+                  "[green]won[/]" if c.won else "lost", str(c.length), str(c.new_episode_id))
+    out.print(t)
+    out.print(f"now won: {won}/{len(conts)}")
 
 
 # -- export --------------------------------------------------------------------------------

@@ -72,3 +72,53 @@ def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0) -> ReplayReport
 
 def replay_episode(store: Store, episode_id: int | str, step_timeout: float = 30.0) -> ReplayReport:
     return replay_record(get_episode(store, episode_id), step_timeout)
+
+
+# -- a checkpoint continues stored episodes -------------------------------------------------------
+@dataclass
+class Continuation:
+    episode_id: int  # the stored episode
+    new_episode_id: int  # the continuation, stored in the replay run
+    task_id: str
+    from_step: int
+    was_won: bool
+    won: bool
+    length: int
+
+
+def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, from_step: int = 0,
+                      console=None, show_progress: bool = True) -> tuple[int, list[Continuation]]:
+    """Replay each stored episode's first `from_step` actions, then let checkpoint `policy_ref`
+    (`RUN` or `RUN:N`) continue it greedily. Continuations are stored as a new eval run; returns
+    (that run's id, one Continuation per episode)."""
+    from rich.console import Console
+
+    from agentrl.config import recipe_to_yaml
+    from agentrl.errors import UserError
+    from agentrl.evaluate import rollout_with_progress
+    from agentrl.policy.factory import make_policy
+    from agentrl.rollout import EpisodeSpec
+    from agentrl.train import resolve_checkpoint
+
+    run_ref, _, it = policy_ref.partition(":")
+    if it and not it.isdigit():
+        raise UserError(f"--policy expects RUN or RUN:N, got '{policy_ref}'")
+    recipe, adapter, run_id = resolve_checkpoint(store, run_ref, int(it) if it else None)
+    recipe = recipe.model_copy(update={"policy": "llm"})
+    eps = [get_episode(store, e) for e in episode_ids]
+    specs = []
+    for ep in eps:
+        if from_step > len(ep.steps):
+            raise UserError(f"episode {ep.id} has {len(ep.steps)} steps; --from-step {from_step} is past its end")
+        specs.append(EpisodeSpec(ep.task_id, f"replay/{ep.id}", ep.seed, "eval", 0,
+                                 forced=[s.action for s in ep.steps[:from_step]]))
+    policy, name = make_policy(recipe, greedy=True, adapter_path=adapter)
+    new_run = store.create_run(f"replay-{run_id}", recipe_to_yaml(recipe), kind="eval", parent_run_id=run_id)
+    recs, _ = rollout_with_progress(recipe, policy, name, specs, store, new_run,
+                                    f"continue {len(specs)} episodes", console or Console(stderr=True),
+                                    show_progress)
+    store.set_run_status(new_run, "finished")
+    by_group = {r.group_id: r for r in recs}
+    out = [Continuation(ep.id, by_group[f"replay/{ep.id}"].id, ep.task_id, from_step, ep.won,
+                        by_group[f"replay/{ep.id}"].won, len(by_group[f"replay/{ep.id}"].steps)) for ep in eps]
+    return new_run, out

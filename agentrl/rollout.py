@@ -27,6 +27,7 @@ class EpisodeSpec:
     seed: int | None = None
     split: str = "train"
     iteration: int = 0
+    forced: list[str] = field(default_factory=list)  # leading actions to replay before the policy acts
 
 
 @dataclass
@@ -122,11 +123,16 @@ def run_episodes(
             continue
 
         slots = sorted(live)
+        forced = {s: live[s].spec.forced[len(live[s].rec.steps)] for s in slots
+                  if len(live[s].rec.steps) < len(live[s].spec.forced)}
+        asked = [s for s in slots if s not in forced]
         contexts = [TurnContext(key=s, task_id=live[s].spec.task_id, t=len(live[s].rec.steps),
-                                observation=live[s].obs, history=list(live[s].history)) for s in slots]
+                                observation=live[s].obs, history=list(live[s].history)) for s in asked]
         t0 = time.perf_counter()
-        actions: list[Action] = policy.act(contexts)
+        answers = dict(zip(asked, policy.act(contexts))) if contexts else {}
         stats.policy_s += time.perf_counter() - t0
+        actions: list[Action] = [answers[s] if s in answers else Action(text=forced[s], raw=forced[s],
+                                                                        info={"forced": True}) for s in slots]
 
         t0 = time.perf_counter()
         results = pool.step([(s, a.text if a.parsed else "") for s, a in zip(slots, actions)])

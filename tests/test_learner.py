@@ -352,9 +352,9 @@ def test_default_model_logprobs_and_checkpoint(tmp_path):
     model, tok = load_model(ModelConfig(device="cpu"))
     learner = Learner(model, LearnerConfig(layers=[-2, -1]))
     perturb(learner.model, scale=0.02)
-    ids = tok.apply_chat_template([{"role": "user", "content": "You are in a kitchen. Go north?"}],
-                                  add_generation_prompt=True, tokenize=True)
-    ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    text = tok.apply_chat_template([{"role": "user", "content": "You are in a kitchen. Go north?"}],
+                                   add_generation_prompt=True, tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
     action = tok("go north", add_special_tokens=False)["input_ids"]
     s = [StepSample(0, 0, ids, action, [0.0] * len(action), 1.0, allowed=None)]
     got = sample_logprobs(learner.model, s, temperature=0.8)[0]

@@ -1,5 +1,6 @@
 """`agentrl train` end to end on a tiny random model: it learns a trivial env, checkpoints, resumes."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -100,3 +101,14 @@ def test_sigkill_mid_training_then_resume(tmp_path, suites_dir, tiny_model_dir, 
     # the final adapter loads for evaluation
     code, out, err = run_cli(["eval", "--run", "1", "--db", db, "--episodes", "4", "--no-progress", "--json"], capsys)
     assert code == 0, err
+    # a checkpoint continues stored episodes: every failed eval episode, and one from a later step
+    code, out, err = run_cli(["replay", "--failed", "1", "--policy", "1:4", "--db", db, "--json", "--no-progress"],
+                             capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    failed = con.execute("SELECT count(*) FROM episodes WHERE run_id=1 AND split='eval' AND won=0").fetchone()[0]
+    assert rep["episodes"] == failed > 0 and 0 <= rep["now_won"] <= failed
+    new = rep["continuations"][0]["new_episode_id"]
+    assert con.execute("SELECT policy FROM episodes WHERE id=?", (new,)).fetchone()[0].startswith("llm:")
+    code, out, err = run_cli(["replay", "--policy", "1:9", str(new), "--db", db], capsys)
+    assert code == 2 and "no checkpoint 9" in err

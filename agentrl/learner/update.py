@@ -146,7 +146,13 @@ class Learner:
             return compute_logprobs(self.model, mb, self.temperature)[0].float()
 
     def update(self, samples: list[StepSample]) -> dict[str, float]:
-        """`epochs` PPO passes over `samples`; returns token-mean metrics and throughput."""
+        """`epochs` PPO passes over `samples` (micro-batch order reshuffled each pass).
+
+        Returns: loss, pg_loss, kl, entropy, clip_frac, dual_clip_frac, ratio_mean,
+        approx_kl (token-means over all passes), ratio_min/max, grad_norm (mean over
+        optimiser steps), grad_norm_max, lr, steps (optimiser steps), micro_batches,
+        tokens / loss_tokens / padded_tokens (processed, all passes), time_s, tokens_per_s.
+        """
         cfg = self.cfg
         t0 = time.perf_counter()
         batches = [b.to(self.device) for b in pack(build_sequences(samples, cfg.layout), cfg.micro_batch_tokens)]

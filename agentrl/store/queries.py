@@ -148,3 +148,39 @@ def advantages_for_episode(store: Store, episode_id: int) -> dict[int, list[dict
         for r in rows:
             out.setdefault(r.step_id, []).append({"method": r.method, "value": r.value, "signals": r.signals})
         return out
+
+
+CREDIT_METRICS = ("estimator_loss", "prm_loss", "prm_pairs", "logratio_abs", "progress_abs", "answer_prob",
+                  "final_answer_prob", "zero_ig_frac")
+
+
+def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Per training iteration: the credit method, advantage statistics, the share of steps whose
+    state anchor recurs within their episode group (non-singleton GiGPO step groups), and the
+    learned parts' metrics."""
+    with store.session() as s:
+        rows = s.execute(
+            select(EpisodeRow.iteration, EpisodeRow.group_id, StepRow.anchor, AdvantageRow.method, AdvantageRow.value)
+            .join(StepRow, StepRow.episode_id == EpisodeRow.id)
+            .join(AdvantageRow, AdvantageRow.step_id == StepRow.id)
+            .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")).all()
+    metrics = {it["index"]: it["metrics"] for it in iterations(store, run_id)}
+    by_iter: dict[int, list] = {}
+    for r in rows:
+        by_iter.setdefault(r[0], []).append(r)
+    out = []
+    for it in sorted(by_iter):
+        rs = by_iter[it]
+        vals = [r[4] for r in rs]
+        counts: dict[tuple, int] = {}
+        for r in rs:
+            counts[(r[1], r[2])] = counts.get((r[1], r[2]), 0) + 1
+        n = len(vals)
+        mean = sum(vals) / n
+        row = {"iteration": it, "method": ",".join(sorted({r[3] for r in rs})), "steps": n,
+               "mean_adv": mean, "mean_abs_adv": sum(abs(v) for v in vals) / n,
+               "std_adv": (sum((v - mean) ** 2 for v in vals) / max(1, n - 1)) ** 0.5,
+               "nonsingleton_anchor_frac": sum(1 for r in rs if counts[(r[1], r[2])] > 1) / n}
+        row.update({k: metrics.get(it, {}).get(k) for k in CREDIT_METRICS if k in metrics.get(it, {})})
+        out.append(row)
+    return out
