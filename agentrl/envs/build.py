@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentrl.envs.registry import env_name_of
 from agentrl.envs.suites import load_suite
 from agentrl.errors import UserError
+
+def build_missing(task_ids: list[str], is_ready: Callable[[str], bool], build_one: Callable[[str], object],
+                  workers: int, progress: Callable[[int], None] | None) -> None:
+    """Build every task id not ready yet, in `workers` spawned processes; `progress(k)` gets the
+    number of task ids that just became ready (cached ones at once), adding up to len(task_ids).
+
+    `build_one` must be a module-level function (it is pickled). Spawn, not fork: workers inherit
+    no threads or locks of the caller (e.g. torch's); an executor, unlike Pool, fails instead of
+    hanging when a worker dies."""
+    missing = list(dict.fromkeys(t for t in task_ids if not is_ready(t)))
+    counts = {t: task_ids.count(t) for t in missing}
+    cached = len(task_ids) - sum(counts.values())
+    if progress and cached:
+        progress(cached)
+    if workers <= 1 or len(missing) <= 1:
+        for t in missing:
+            build_one(t)
+            if progress:
+                progress(counts[t])
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
+        futures = {pool.submit(build_one, t): t for t in missing}
+        for fut in as_completed(futures):
+            fut.result()
+            if progress:
+                progress(counts[futures[fut]])
+
 
 # adapter name -> "module:function(task_ids, workers, progress) -> list"
 _BUILDERS = {

@@ -35,13 +35,11 @@ Observation fields:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -190,27 +188,10 @@ def build_games(task_ids: list[str], workers: int = 1, progress: Callable[[int],
     a progress bar's `advance`; the calls add up to len(task_ids)."""
     for t in task_ids:  # validate everything before spending time
         parse_task(t)
+    from agentrl.envs.build import build_missing
+
+    build_missing(task_ids, lambda t: game_path(t).exists(), _build_one, workers, progress)
     paths = [game_path(t) for t in task_ids]
-    missing = list(dict.fromkeys(t for t, p in zip(task_ids, paths) if not p.exists()))
-    counts = {t: task_ids.count(t) for t in missing}
-    cached = len(task_ids) - sum(counts.values())
-    if progress and cached:
-        progress(cached)
-    if workers <= 1 or len(missing) <= 1:
-        for t in missing:
-            ensure_game(t)
-            if progress:
-                progress(counts[t])
-    else:
-        # spawn: clean workers (no forked threads/locks of the caller, e.g. torch); an
-        # executor, unlike Pool, fails instead of hanging when a worker dies.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
-            futures = {pool.submit(_build_one, t): t for t in missing}
-            for fut in as_completed(futures):
-                fut.result()
-                if progress:
-                    progress(counts[futures[fut]])
     return paths
 
 

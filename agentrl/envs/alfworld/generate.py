@@ -23,12 +23,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import random
 import re
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -638,24 +636,9 @@ def build_tasks(task_ids: list[str], workers: int = 1, progress: Callable[[int],
     threads or locks of the caller, e.g. torch's)."""
     for t in task_ids:  # validate everything before spending time
         parse_task_id(t)
-    missing = list(dict.fromkeys(t for t in task_ids if not _is_cached(t)))
-    counts = {t: task_ids.count(t) for t in missing}
-    cached = len(task_ids) - sum(counts.values())
-    if progress and cached:
-        progress(cached)
-    if workers <= 1 or len(missing) <= 1:
-        for t in missing:
-            ensure_game(t)
-            if progress:
-                progress(counts[t])
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=ctx) as pool:
-            futures = {pool.submit(_build_one, t): t for t in missing}
-            for fut in as_completed(futures):
-                fut.result()
-                if progress:
-                    progress(counts[futures[fut]])
+    from agentrl.envs.build import build_missing
+
+    build_missing(task_ids, _is_cached, _build_one, workers, progress)
     return [game_path(t) for t in task_ids]
 
 
