@@ -17,7 +17,7 @@ from agentrl.envs.registry import check_tasks
 from agentrl.envs.suites import load_suite
 from agentrl.errors import WorkError
 from agentrl.policy.factory import make_policy
-from agentrl.rollout import RolloutStats, group_specs, run_episodes
+from agentrl.rollout import RolloutStats, clear_stop, group_specs, request_stop, run_episodes
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
 
@@ -63,18 +63,31 @@ def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C: the run is marked interrupted, finished episodes are kept."""
+    """SIGTERM ends a run like Ctrl-C: the run is marked interrupted, finished episodes are kept.
+
+    The first SIGTERM asks the rollout to stop at the next turn boundary (never inside a database
+    write or an env request); a second one interrupts at once."""
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if _stop_requested():
+            raise KeyboardInterrupt
+        request_stop()
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         yield
         return
+    clear_stop()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        clear_stop()
+
+
+def _stop_requested() -> bool:
+    from agentrl.rollout import _stop
+
+    return _stop["requested"]
 
 
 def progress_bar(console: Console, show: bool) -> Progress:

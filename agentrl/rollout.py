@@ -20,6 +20,18 @@ from agentrl.policy.base import Action, Policy, TurnContext
 from agentrl.store.records import EpisodeRecord, StepRecord
 
 
+_stop = {"requested": False}
+
+
+def request_stop() -> None:
+    """Ask running rollouts to stop at the next turn boundary (they raise KeyboardInterrupt there)."""
+    _stop["requested"] = True
+
+
+def clear_stop() -> None:
+    _stop["requested"] = False
+
+
 @dataclass
 class EpisodeSpec:
     task_id: str
@@ -98,6 +110,8 @@ def run_episodes(
             on_progress(1)
 
     while queue or live:
+        if _stop["requested"]:  # a safe point: no write or env request is half done
+            raise KeyboardInterrupt
         # fill free slots with new episodes
         starting = []
         while queue and free_slots:
