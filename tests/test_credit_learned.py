@@ -12,15 +12,6 @@ from agentrl.credit.oprl import prm_loss_torch
 from agentrl.credit.spa import EpisodeBuffer, ProgressEstimator, estimate_progress, estimator_loss_torch, fit_estimator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ~30x faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_estimator_shapes_and_fresh_output():
     est = ProgressEstimator(hidden_size=6, width=4)
     x = torch.randn(5, 6)

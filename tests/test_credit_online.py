@@ -33,13 +33,6 @@ EXITS = ["go north", "go east", "climb up", "go west"]
 GOAL = "Find the way out."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread is much faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def recipe(history=-1, temperature=1.0, layout="concat", **learner):

@@ -31,13 +31,6 @@ from agentrl.learner.lora import adapter_parameters, resolve_layers
 V = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: threads only add sync overhead (and the CPU is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
