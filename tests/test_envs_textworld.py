@@ -208,3 +208,15 @@ def test_gymnasium_check_env(games):
     text, info = env.reset(options={"task": CUSTOM})
     assert info["goal"] not in ("", quick_goal)
     env.close()
+
+
+def test_one_action_is_one_command(env):
+    """Inform would run "a. b" / "a then b" as two commands; only the first reaches the game."""
+    plan = env.reset(COOKING).info["walkthrough"]  # inventory, examine cookbook, open fridge, take X (+1), ...
+    joined = env.step(f"{plan[0]}. {plan[1]}").observation.text
+    env.reset(COOKING)
+    assert joined == env.step(plan[0]).observation.text
+    env.step(plan[1])
+    tr = env.step(f"{plan[2]} then {plan[3]}")  # only "open fridge" runs: no point scored
+    assert tr.reward == 0 and tr.valid
+    assert env.step(plan[3]).reward == 1  # the take still scores, so it had not run

@@ -52,6 +52,8 @@ from textworld import EnvInfos, GameOptions
 from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
 from agentrl.errors import UserError
 
+_FIRST_COMMAND = re.compile(r"[.;!?]|,?\s+then\s+|\bthen\b\s*", re.IGNORECASE)
+
 # Only what the adapter uses: every extra info costs interpreter time per step (FACTS.md).
 REQUEST_INFOS = EnvInfos(
     admissible_commands=True, description=True, inventory=True, won=True, lost=True,
@@ -289,7 +291,8 @@ class TextWorldEnv(TextEnv):
             raise RuntimeError("step() before reset()")
         if self._done:  # never drive the interpreter's post-game RESTART/QUIT prompt
             return Transition(self._same(GAME_OVER_TEXT), 0.0, True, won=self._won, valid=False)
-        text, ok = clean_action(action)
+        # Inform runs "a. b", "a, then b" and "a then b" as several commands: keep the first only
+        text, ok = clean_action(_FIRST_COMMAND.split(action, maxsplit=1)[0])
         if not ok:
             return Transition(self._same(REFUSED_TEXT), 0.0, False, valid=False)
         valid = _norm(text) in self._admissible_norm if self._obs.admissible else True
