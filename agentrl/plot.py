@@ -29,7 +29,7 @@ PANELS: list[tuple[str, str, str, str | None]] = [
     ("Success rate", "success", "success", "eval_success"),
     ("Return", "mean return", "return", "eval_return"),
     ("Loss", "loss", "loss", None),
-    ("KL to reference", "kl", "kl", None),
+    ("Policy change (approx. KL to rollout policy)", "approx KL", "approx_kl", None),
 ]
 
 

@@ -31,7 +31,7 @@ def add_train_run(store, name="quickstart", scale=1.0) -> int:
     run = store.create_run(name, "name: x\n", kind="train")
     store.add_iteration(run, 0, {"eval_success": 0.25, "eval_return": 0.5, "eval_episodes": 8}, {"eval": 1.0})
     for it in range(1, 5):
-        m = {"success": 0.1 * it * scale, "return": 0.2 * it, "loss": 1.0 / it, "kl": 0.01 * it, "episodes": 16}
+        m = {"success": 0.1 * it * scale, "return": 0.2 * it, "loss": 1.0 / it, "approx_kl": 0.01 * it, "episodes": 16}
         if it % 2 == 0:
             m.update(eval_success=0.25 + 0.1 * it, eval_return=0.5 + 0.1 * it)
         store.add_iteration(run, it, m, {"rollout": 2.0, "total": 3.0})
