@@ -18,9 +18,10 @@ from rich.table import Table
 from agentrl.errors import AgentRLError, UserError
 
 out = Console()
-if not out.is_terminal:  # piped or captured: wide enough that tables stay readable
-    out.width = max(out.width, 140)
 err = Console(stderr=True)
+for _c in (out, err):
+    if not _c.is_terminal:  # piped or captured: wide enough that tables and metric lines stay unwrapped
+        _c.width = max(_c.width, 160)
 
 
 def _db_option(f):
