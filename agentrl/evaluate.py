@@ -41,13 +41,19 @@ class EvalSummary:
         return asdict(self)
 
 
-def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: RolloutStats) -> EvalSummary:
+def episode_means(recs: list[EpisodeRecord]) -> tuple[float, float, float]:
+    """(success rate, mean return, mean length) of some episodes; zeros when there are none."""
     n = len(recs)
-    won = sum(r.won for r in recs)
+    if not n:
+        return 0.0, 0.0, 0.0
+    return sum(r.won for r in recs) / n, sum(r.ret for r in recs) / n, sum(len(r.steps) for r in recs) / n
+
+
+def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: RolloutStats) -> EvalSummary:
+    success, mean_return, mean_length = episode_means(recs)
     return EvalSummary(
-        run_id=run_id, policy=policy, episodes=n, won=won, success=won / n if n else 0.0,
-        mean_return=sum(r.ret for r in recs) / n if n else 0.0,
-        mean_length=sum(len(r.steps) for r in recs) / n if n else 0.0,
+        run_id=run_id, policy=policy, episodes=len(recs), won=sum(r.won for r in recs), success=success,
+        mean_return=mean_return, mean_length=mean_length,
         errors=sum(r.status == "error" for r in recs), truncated=sum(r.status == "truncated" for r in recs),
         wall_s=stats.wall_s, steps_per_s=stats.steps / stats.wall_s if stats.wall_s else 0.0,
         store_share=stats.write_s / stats.wall_s if stats.wall_s else 0.0,

@@ -25,7 +25,7 @@ from agentrl.credit import get_method
 from agentrl.envs.registry import check_tasks
 from agentrl.envs.suites import load_suite
 from agentrl.errors import UserError, WorkError
-from agentrl.evaluate import rollout_with_progress, sigterm_as_interrupt
+from agentrl.evaluate import episode_means, rollout_with_progress, sigterm_as_interrupt
 from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs
 from agentrl.store import queries as q
 from agentrl.store.db import Store
@@ -136,11 +136,9 @@ class Trainer:
         stored = q.episodes(self.store, run_id, iteration=iteration, split="eval")
         t0 = time.perf_counter()
         recs, _ = self._rollout(self.eval_policy, specs, run_id, stored, f"eval @ iteration {iteration}")
-        n = len(recs)
-        return {"eval_success": sum(e.won for e in recs) / n if n else 0.0,
-                "eval_return": sum(e.ret for e in recs) / n if n else 0.0,
-                "eval_length": sum(len(e.steps) for e in recs) / n if n else 0.0,
-                "eval_episodes": n, "eval_s": time.perf_counter() - t0}
+        success, ret, length = episode_means(recs)
+        return {"eval_success": success, "eval_return": ret, "eval_length": length,
+                "eval_episodes": len(recs), "eval_s": time.perf_counter() - t0}
 
     def train_specs(self, iteration: int) -> list[EpisodeSpec]:
         r = self.recipe
@@ -179,12 +177,10 @@ class Trainer:
             signal_metrics.update(self.signals.update(recs))
             wall["signals_update"] = time.perf_counter() - t0
 
-        n = len(recs)
+        success, ret, length = episode_means(recs)
         metrics = {
-            "success": sum(e.won for e in recs) / n if n else 0.0,
-            "return": sum(e.ret for e in recs) / n if n else 0.0,
-            "length": sum(len(e.steps) for e in recs) / n if n else 0.0,
-            "episodes": n, "errors": stats.errors,
+            "success": success, "return": ret, "length": length,
+            "episodes": len(recs), "errors": stats.errors,
             "rollout_tokens_per_s": stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
             "dropped_turns": stats.dropped_turns,
             **{k: float(v) for k, v in lm.items()},
