@@ -17,7 +17,7 @@ from agentrl.envs.registry import check_tasks
 from agentrl.envs.suites import load_suite
 from agentrl.errors import WorkError
 from agentrl.policy.factory import make_policy
-from agentrl.rollout import RolloutStats, clear_stop, group_specs, request_stop, run_episodes
+from agentrl.rollout import RolloutStats, clear_stop, group_specs, request_stop, run_episodes, stop_requested
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
 
@@ -74,7 +74,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     The first SIGTERM asks the rollout to stop at the next turn boundary (never inside a database
     write or an env request); a second one interrupts at once."""
     def handler(signum, frame):
-        if _stop_requested():
+        if stop_requested():
             raise KeyboardInterrupt
         request_stop()
     try:
@@ -89,11 +89,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
         clear_stop()
 
-
-def _stop_requested() -> bool:
-    from agentrl.rollout import _stop
-
-    return _stop["requested"]
 
 
 def progress_bar(console: Console, show: bool) -> Progress:

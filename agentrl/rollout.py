@@ -32,6 +32,10 @@ def clear_stop() -> None:
     _stop["requested"] = False
 
 
+def stop_requested() -> bool:
+    return _stop["requested"]
+
+
 @dataclass
 class EpisodeSpec:
     task_id: str
