@@ -75,6 +75,10 @@ class LearnerConfig(_Section):
     tokens_per_step: int = Field(4096, ge=1)  # gradient accumulation target per optimiser step
     micro_batch_tokens: int = Field(2048, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    # Leave out of the update the episodes whose advantage is 0 at every step (e.g. grpo groups
+    # that all won or all lost): with kl_coef and entropy_coef at 0 they carry no gradient, only
+    # cost a forward/backward and dilute the token mean. Ignored when kl_coef or entropy_coef > 0.
+    drop_zero_advantage: bool = True
 
 
 class TrainConfig(_Section):

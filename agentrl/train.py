@@ -65,12 +65,17 @@ def credit_episodes(recs: list[EpisodeRecord]) -> list[CreditEpisode]:
         for s in r.steps], signals=dict(r.info.get("signals", {}))) for r in recs]
 
 
-def train_samples(recs: list[EpisodeRecord], advs: list[list[float]], tokenizer, action_mode: str):
+def train_samples(recs: list[EpisodeRecord], advs: list[list[float]], tokenizer, action_mode: str,
+                  drop_zero: bool = False):
+    """The policy update's samples: one per step with action tokens. `drop_zero` leaves out the
+    episodes whose advantage is 0 at every step (no PPO gradient without KL/entropy terms)."""
     from agentrl.learner.batch import StepSample
     from agentrl.policy.logprobs import allowed_token_ids
 
     out = []
     for r, adv in zip(recs, advs):
+        if drop_zero and not any(adv):
+            continue
         for s, a in zip(r.steps, adv):
             if not s.action_ids:
                 continue
@@ -169,8 +174,11 @@ class Trainer:
         wall["credit"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        samples = train_samples(recs, advs, self.tokenizer, r.rollout.action_mode)
+        lc = r.learner
+        drop = lc.drop_zero_advantage and lc.kl_coef == 0 and lc.entropy_coef == 0
+        samples = train_samples(recs, advs, self.tokenizer, r.rollout.action_mode, drop_zero=drop)
         lm = self.learner.update(samples) if samples else {}
+        lm["update_episodes"] = len({s.episode for s in samples})
         wall["update"] = time.perf_counter() - t0
         if self.signals is not None:  # train the learned part on this batch (after its signals were used)
             t0 = time.perf_counter()

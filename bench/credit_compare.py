@@ -2,6 +2,7 @@
 
     python bench/credit_compare.py [--recipe recipes/quickstart.yaml] [--seeds 0 1 2]
         [--methods grpo rloo gigpo spa oprl igpo] [--iterations N] [--out DIR] [--set KEY=VALUE ...]
+        [--jobs N]
     python bench/credit_compare.py --tiny          # toy chain suite + a tiny random model: a smoke run
 
 Runs `agentrl train RECIPE --set credit.method=M --set seed=S` for every method and seed into
@@ -14,6 +15,10 @@ JSON and a comparison plot (`agentrl.plot.plot_runs`) into DIR.
 
 The seed changes the model's LoRA init, the task sample and the sampling; the same seed
 gives every method the same tasks in every iteration.
+
+`--jobs N` trains N runs at a time, each with cores/N torch threads (AGENTRL_THREADS); every run
+then shares the machine the same way, so the per-iteration times stay comparable with each other
+(not with a run that had the machine to itself).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
 
@@ -147,6 +153,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra recipe override for every run (repeatable)")
     ap.add_argument("--tiny", action="store_true", help="toy chain suite + tiny random model (smoke run)")
+    ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (each gets cores/jobs threads)")
     args = ap.parse_args()
 
     from agentrl.plot import plot_runs
@@ -162,27 +169,43 @@ def main() -> None:
     if args.tiny:  # tiny matrices: one thread is faster, and leaves the other cores alone
         env.update(OMP_NUM_THREADS="1", AGENTRL_THREADS="1")
 
+    if args.jobs > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        env.update(OMP_NUM_THREADS=threads, AGENTRL_THREADS=threads)
+
+    plan = [(seed, m, f"{base}-{m}-s{seed}") for seed in args.seeds for m in args.methods]
+
+    def launch(item: tuple[int, str, str]) -> tuple[bool, str]:
+        seed, m, name = item
+        t0 = time.perf_counter()
+        ok, last = train_one(recipe, db, name, m, seed, args.iterations, out, args.overrides, env)
+        print(f"{name}: {'ok' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s"
+              + ("" if ok else f" ({last})"), flush=True)
+        return ok, last
+
+    open_store(str(db))  # create the schema once, before parallel runs race to do it
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(launch, plan))
+
     per_run: dict[str, list[dict]] = {m: [] for m in args.methods}
+    runs: dict[str, dict] = {}  # "method-sSEED" -> that run's figures
     run_ids: list[int] = []
-    for seed in args.seeds:
-        for m in args.methods:
-            name = f"{base}-{m}-s{seed}"
-            t0 = time.perf_counter()
-            ok, last = train_one(recipe, db, name, m, seed, args.iterations, out, args.overrides, env)
-            print(f"{name}: {'ok' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s"
-                  + ("" if ok else f" ({last})"), flush=True)
-            if not ok:
-                continue
-            store = open_store(str(db))
-            run = q.get_run(store, name)
-            run_ids.append(run.id)
-            per_run[m].append(run_summary(q.iterations(store, run.id)))
+    store = open_store(str(db))
+    for (seed, m, name), (ok, _) in zip(plan, results):
+        if not ok:
+            continue
+        run = q.get_run(store, name)
+        run_ids.append(run.id)
+        runs[f"{m}-s{seed}"] = run_summary(q.iterations(store, run.id))
+        per_run[m].append(runs[f"{m}-s{seed}"])
     summary = aggregate(per_run)
     if not summary:
         sys.exit("no run finished")
+    print("per run (eval before -> after): " + ", ".join(
+        f"{k} {100 * (r['before'] or 0):.1f}->{100 * (r['after'] or 0):.1f}%" for k, r in runs.items()))
     print_table(summary)
     (out / "credit_compare.json").write_text(json.dumps({"recipe": str(recipe), "seeds": args.seeds,
-                                                         "summary": summary}, indent=1))
+                                                         "summary": summary, "runs": runs}, indent=1))
     png = plot_runs(open_store(str(db)), run_ids, out / "credit_compare.png")
     print(f"database {db}\nplot {png}\ntable {out / 'credit_compare.json'}")
 

@@ -112,3 +112,20 @@ def test_sigkill_mid_training_then_resume(tmp_path, suites_dir, tiny_model_dir, 
     assert con.execute("SELECT policy FROM episodes WHERE id=?", (new,)).fetchone()[0].startswith("llm:")
     code, out, err = run_cli(["replay", "--policy", "1:9", str(new), "--db", db], capsys)
     assert code == 2 and "no checkpoint 9" in err
+
+
+def test_train_samples_drop_zero_advantage_episodes():
+    from agentrl.store.records import EpisodeRecord, StepRecord
+    from agentrl.train import train_samples
+
+    def ep(i, n):
+        return EpisodeRecord(task_id="t", group_id="g", env="toy", id=i, steps=[
+            StepRecord(t=t, observation="o", action="a", reward=0.0, prompt_ids=[1, 2], action_ids=[3],
+                       logprobs=[-0.5]) for t in range(n)])
+
+    recs = [ep(1, 2), ep(2, 3), ep(3, 1)]
+    advs = [[0.0, 0.0], [0.0, -0.7, 0.0], [0.0]]  # episode 2 has one non-zero step: it stays whole
+    kept = train_samples(recs, advs, tokenizer=None, action_mode="free", drop_zero=True)
+    assert [(s.episode, s.t, s.advantage) for s in kept] == [(2, 0, 0.0), (2, 1, -0.7), (2, 2, 0.0)]
+    every = train_samples(recs, advs, tokenizer=None, action_mode="free")
+    assert len(every) == 6

@@ -22,6 +22,8 @@ The three providers (DESIGN §5):
   (`truth: walkthrough` joined with ", ", or `truth: goal`), teacher-forced after the
   context before turn t plus a fixed bridge text -> signals["answer_prob"];
   rec.info["signals"]["final_answer_prob"] = the same after the last turn. Nothing to train.
+  An episode's contexts that are prefixes of its final one (full history) share one packed
+  forward of it (a branch per turn, custom 4D mask); the others are computed one by one.
 
 Parameters: `recipe.credit` mixes the method's own parameters (checked by `get_method`) and
 provider-only ones (`PROVIDER_PARAMS`); `split_params` separates them.
@@ -371,6 +373,7 @@ class IGPOProvider:
         self.truth, self.bridge = truth, bridge
         self.fmt = chat_format(tokenizer)
         self.bridge_ids = self.fmt.encode(bridge) if bridge else []
+        self.last_split = (0, 0)  # (packed, per-pair) unique pairs of the last answer_probs call
 
     def truth_text(self, rec: EpisodeRecord) -> str:
         if self.truth == "goal":
@@ -401,18 +404,131 @@ class IGPOProvider:
                                                           user_message(rec.final_observation, None))
 
     @torch.no_grad()
-    def answer_probs(self, contexts: list[list[int]], truths: list[list[int]]) -> list[float]:
+    def answer_probs(self, contexts: list[list[int]], truths: list[list[int]],
+                     groups: list | None = None) -> list[float]:
         """exp(mean log p(truth tokens | context + bridge)) per pair; identical pairs are computed once
-        (so equal contexts give bit-identical p, and an unchanged context gives IG exactly 0)."""
+        (so equal contexts give bit-identical p, and an unchanged context gives IG exactly 0).
+
+        `groups` (e.g. the episode of each pair) turns on packing: within a group, every pair whose
+        context is a prefix of the group's longest context shares one forward of that context
+        (`_packed_logprobs`); the other pairs (and all of them without `groups`) get one sequence
+        `context + bridge + truth` each. `self.last_split` = (packed, per-pair) unique pair counts."""
         unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
         keys = [unique.setdefault((tuple(c), tuple(t)), len(unique)) for c, t in zip(contexts, truths)]
-        samples = [StepSample(episode=i, t=0, prompt_ids=list(c) + self.bridge_ids, action_ids=list(t),
-                              old_logprobs=[0.0] * len(t), advantage=0.0) for i, (c, t) in enumerate(unique)]
+        pairs = list(unique)
+        rows, rest = [], list(range(len(pairs)))
+        if groups is not None and self._custom_mask_ok():
+            group_of: dict[int, Any] = {}  # a pair shared by several groups is packed with the first
+            for k, g in zip(keys, groups):
+                group_of.setdefault(k, g)
+            rows, rest = self._pack_plan(pairs, [group_of[i] for i in range(len(pairs))])
         r = self.recipe
+        lp: dict[int, list[float]] = {}
         with use_adapter(self.model, POLICY), eval_mode(self.model):
-            lp = sample_logprobs(self.model, samples, r.rollout.temperature, "per_step", r.learner.micro_batch_tokens)
-        p = [math.exp(math.fsum(v) / len(v)) for v in lp]
+            if rows:
+                lp.update(self._packed_logprobs(rows, pairs))
+            if rest:
+                samples = [StepSample(episode=i, t=0, prompt_ids=list(pairs[i][0]) + self.bridge_ids,
+                                      action_ids=list(pairs[i][1]), old_logprobs=[0.0] * len(pairs[i][1]),
+                                      advantage=0.0) for i in rest]
+                per_pair = sample_logprobs(self.model, samples, r.rollout.temperature, "per_step",
+                                           r.learner.micro_batch_tokens)
+                lp.update(zip(rest, per_pair))
+        self.last_split = (len(pairs) - len(rest), len(rest))
+        p = [math.exp(math.fsum(lp[i]) / len(lp[i])) for i in range(len(pairs))]
         return [p[k] for k in keys]
+
+    @staticmethod
+    def _pack_plan(pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], groups: list
+                   ) -> tuple[list[tuple[list[int], list[tuple[int, int]]]], list[int]]:
+        """Per group: (its longest context, [(pair index, context length)] of the pairs whose context is a
+        prefix of it); and the indices of the pairs left over (not a prefix, e.g. a history window
+        that dropped turns)."""
+        by_group: dict[Any, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
+        rows, rest = [], []
+        for members in by_group.values():
+            root = max((pairs[i][0] for i in members), key=len)
+            row = []
+            for i in members:
+                c = pairs[i][0]
+                if c and root[: len(c)] == c:
+                    row.append((i, len(c)))
+                else:
+                    rest.append(i)
+            if row:
+                rows.append((list(root), row))
+        return rows, rest
+
+    def _custom_mask_ok(self) -> bool:
+        """The packed forward needs an attention that takes an additive 4D mask as given. In transformers 5.x
+        `create_causal_mask` (masking_utils._preprocess_mask_arguments) returns any 4D mask unchanged, and
+        the sdpa and eager kernels add it to the scores (sdpa: `attn_mask=`, with is_causal off since a mask
+        is set); flash-attention kernels take no such mask, so other implementations use the per-pair path."""
+        body, _ = body_and_head(self.model)
+        return getattr(body.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+    def _packed_logprobs(self, rows: list[tuple[list[int], list[tuple[int, int]]]],
+                         pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> dict[int, list[float]]:
+        """Truth-token log-probs of packed pairs: one sequence per row.
+
+        A row is its longest context C followed by one branch `bridge + truth` per pair whose context
+        is C[:n]. A branch token attends to C[:n] and causally to its own branch only, and has the
+        position id it would have right after C[:n] (n, n+1, ...), so it sees exactly what it sees in the
+        sequence `C[:n] + bridge + truth`, while C is processed once. Rows are right-padded into
+        batches of at most `micro_batch_tokens` (rows x width; a longer row goes alone); the mask is a
+        float [B, 1, L, L] tensor (0 allowed, -inf masked; every query keeps its own key, so no row of
+        it is all -inf), passed with explicit `position_ids`. The LM head runs at the truth positions only.
+        """
+        body, head = body_and_head(self.model)
+        device = next(self.model.parameters()).device
+        nb = len(self.bridge_ids)
+        seqs = []  # (ids, position ids, segment ids, visible main prefix, [(pair, index predicting truth[k], token)])
+        for root, members in rows:
+            ids, pos, seg, ctx, targets = list(root), list(range(len(root))), [0] * len(root), [0] * len(root), []
+            for j, (i, n) in enumerate(members, start=1):
+                start, truth = len(ids), list(pairs[i][1])
+                branch = self.bridge_ids + truth
+                ids += branch
+                pos += range(n, n + len(branch))
+                seg += [j] * len(branch)
+                ctx += [n] * len(branch)
+                targets += [(i, start + nb + k - 1 if nb + k else n - 1, tok) for k, tok in enumerate(truth)]
+            seqs.append((ids, pos, seg, ctx, targets))
+        seqs.sort(key=lambda q: len(q[0]), reverse=True)
+        batches: list[list[tuple]] = []
+        for q in seqs:  # greedy, longest first, like learner.batch.pack
+            if batches and (len(batches[-1]) + 1) * len(batches[-1][0][0]) <= self.recipe.learner.micro_batch_tokens:
+                batches[-1].append(q)
+            else:
+                batches.append([q])
+        out: dict[int, list[float]] = {}
+        for batch in batches:
+            width = len(batch[0][0])
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            pos = torch.zeros(len(batch), width, dtype=torch.long)
+            seg = torch.full((len(batch), width), -1, dtype=torch.long)  # padding: its own segment
+            ctx = torch.zeros(len(batch), width, dtype=torch.long)
+            for b, (i_, p_, s_, c_, _) in enumerate(batch):
+                n = len(i_)
+                ids[b, :n], pos[b, :n], seg[b, :n], ctx[b, :n] = (torch.tensor(x) for x in (i_, p_, s_, c_))
+            k = torch.arange(width)
+            allowed = (k[None, None, :] < ctx[:, :, None]) | (
+                (seg[:, :, None] == seg[:, None, :]) & (k[None, None, :] <= k[None, :, None]))
+            mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, float("-inf"))
+            flat = [(b, i, at, tok) for b, q in enumerate(batch) for i, at, tok in q[4]]
+            rows_t = torch.tensor([f[0] for f in flat])
+            at_t = torch.tensor([f[2] for f in flat])
+            tok_t = torch.tensor([f[3] for f in flat], device=device)
+            with autocast_for(device):
+                hidden = body(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
+                              position_ids=pos.to(device), use_cache=False).last_hidden_state
+                logits = head(hidden[rows_t.to(device), at_t.to(device)]).float() / self.recipe.rollout.temperature
+            logp = torch.log_softmax(logits, dim=-1).gather(1, tok_t[:, None]).squeeze(1).tolist()
+            for (_, i, _, _), v in zip(flat, logp):
+                out.setdefault(i, []).append(v)
+        return out
 
     def compute(self, recs: list[EpisodeRecord]) -> dict:
         contexts, truths, where = [], [], []
@@ -429,7 +545,7 @@ class IGPOProvider:
             contexts.append(self.final_context(rec))
             truths.append(truth)
             where.append((e, -1))
-        probs = self.answer_probs(contexts, truths)
+        probs = self.answer_probs(contexts, truths, [e for e, _ in where])
         steps_p, finals, zero, n = [], [], 0, 0
         by_ep: dict[int, list[float]] = {}
         for (e, t), p in zip(where, probs):
