@@ -183,14 +183,13 @@ def main() -> None:
               + ("" if ok else f" ({last})"), flush=True)
         return ok, last
 
-    open_store(str(db))  # create the schema once, before parallel runs race to do it
+    store = open_store(str(db))  # creates the schema once, before parallel runs race to do it
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(launch, plan))
 
     per_run: dict[str, list[dict]] = {m: [] for m in args.methods}
     runs: dict[str, dict] = {}  # "method-sSEED" -> that run's figures
     run_ids: list[int] = []
-    store = open_store(str(db))
     for (seed, m, name), (ok, _) in zip(plan, results):
         if not ok:
             continue
@@ -206,7 +205,7 @@ def main() -> None:
     print_table(summary)
     (out / "credit_compare.json").write_text(json.dumps({"recipe": str(recipe), "seeds": args.seeds,
                                                          "summary": summary, "runs": runs}, indent=1))
-    png = plot_runs(open_store(str(db)), run_ids, out / "credit_compare.png")
+    png = plot_runs(store, run_ids, out / "credit_compare.png")
     print(f"database {db}\nplot {png}\ntable {out / 'credit_compare.json'}")
 
 

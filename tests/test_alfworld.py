@@ -217,6 +217,23 @@ def test_expert_plan_survives_detours_and_goes_stale_on_real_deviation(games, en
 
 # Plays a game with plain textworld (a fresh interpreter, so none of play.py's memos are
 # installed): the plan's steps, then seeded random admissible commands; prints the log.
+_PLAY = """
+def play(env):
+    logs = []
+    for _ in range(2):  # a second reset of the same game (the fast env reuses its translation)
+        rng = random.Random(3)
+        state = env.reset()
+        log = [[state["feedback"], state["admissible_commands"]]]
+        for i in range(14):
+            plan = state["extra.walkthrough"]
+            cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
+            state, _, _ = env.step(cmd)
+            log.append([state["feedback"], state["admissible_commands"], state["won"]])
+        logs.append(log)
+    return logs
+"""
+
+# the same play() in a clean process, on plain textworld (no agentrl patches imported)
 _PLAIN = """
 import json, os, random, sys
 os.environ.setdefault("ALFWORLD_DATA", sys.argv[2])
@@ -224,18 +241,8 @@ import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 infos = textworld.EnvInfos(admissible_commands=True, won=True, extras=["walkthrough"])
 env = textworld.start(sys.argv[1], request_infos=infos, wrappers=[AlfredDemangler])
-logs = []
-for _ in range(2):
-    rng = random.Random(3)
-    state = env.reset()
-    log = [[state["feedback"], state["admissible_commands"]]]
-    for i in range(14):
-        plan = state["extra.walkthrough"]
-        cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
-        state, _, _ = env.step(cmd)
-        log.append([state["feedback"], state["admissible_commands"], state["won"]])
-    logs.append(log)
-print(json.dumps(logs))
+""" + _PLAY + """
+print(json.dumps(play(env)))
 """
 
 
@@ -249,18 +256,10 @@ def test_fast_env_says_exactly_what_plain_textworld_says(games, cache):
     out = subprocess.run([sys.executable, "-c", _PLAIN, str(path), str(cache / "alfworld-data")],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     plain = json.loads(out)
+    namespace = {"random": random}
+    exec(_PLAY, namespace)
     tw = start_game(path, plannable=False)
-    fast = []
-    for _ in range(2):  # a second reset of the same game reuses the translation
-        rng = random.Random(3)
-        state = tw.reset()
-        log = [[state["feedback"], state["admissible_commands"]]]
-        for i in range(14):
-            plan = state["extra.walkthrough"]
-            cmd = plan[i] if i < len(plan) else rng.choice(state["admissible_commands"])
-            state, _, _ = tw.step(cmd)
-            log.append([state["feedback"], state["admissible_commands"], state["won"]])
-        fast.append(log)
+    fast = namespace["play"](tw)
     tw.close()
     assert fast == plain
     assert any(entry[2] for entry in plain[0][1:])  # the plan part won

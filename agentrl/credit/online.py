@@ -38,7 +38,7 @@ import torch
 
 from agentrl.credit.base import CreditError, check_choice, check_float
 from agentrl.errors import UserError
-from agentrl.learner.batch import StepSample, make_micro_batches
+from agentrl.learner.batch import StepSample, budget_groups, make_micro_batches
 from agentrl.learner.lora import POLICY, adapter_parameters, add_adapter, set_trainable, use_adapter
 from agentrl.learner.update import autocast_for, body_and_head, compute_logprobs, sample_logprobs
 from agentrl.policy.logprobs import allowed_token_ids, eval_mode
@@ -496,15 +496,8 @@ class IGPOProvider:
                 ctx += [n] * len(branch)
                 targets += [(i, start + nb + k - 1 if nb + k else n - 1, tok) for k, tok in enumerate(truth)]
             seqs.append((ids, pos, seg, ctx, targets))
-        seqs.sort(key=lambda q: len(q[0]), reverse=True)
-        batches: list[list[tuple]] = []
-        for q in seqs:  # greedy, longest first, like learner.batch.pack
-            if batches and (len(batches[-1]) + 1) * len(batches[-1][0][0]) <= self.recipe.learner.micro_batch_tokens:
-                batches[-1].append(q)
-            else:
-                batches.append([q])
         out: dict[int, list[float]] = {}
-        for batch in batches:
+        for batch in budget_groups(seqs, lambda q: len(q[0]), self.recipe.learner.micro_batch_tokens):
             width = len(batch[0][0])
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             pos = torch.zeros(len(batch), width, dtype=torch.long)

@@ -177,21 +177,25 @@ def _collate(seqs: list[Sequence]) -> MicroBatch:
     )
 
 
-def pack(seqs: list[Sequence], micro_batch_tokens: int) -> list[MicroBatch]:
-    """Pack sequences into micro-batches of at most `micro_batch_tokens` padded tokens.
+def budget_groups(items: list, length, budget_tokens: int) -> list[list]:
+    """Group `items` for right-padded batches of at most `budget_tokens` (rows x longest row).
 
-    Longest first, greedily (similar lengths share a batch, so little padding); a
-    sequence longer than the budget gets a micro-batch of its own.
+    Longest first, greedily (similar lengths share a batch, so little padding); an item
+    longer than the budget gets a batch of its own. `length(item)` is its token count.
     """
-    order = sorted(seqs, key=lambda q: len(q.input_ids), reverse=True)
-    batches: list[list[Sequence]] = []
-    for q in order:
+    batches: list[list] = []
+    for q in sorted(items, key=length, reverse=True):
         cur = batches[-1] if batches else None
-        if cur is not None and (len(cur) + 1) * len(cur[0].input_ids) <= micro_batch_tokens:
+        if cur is not None and (len(cur) + 1) * length(cur[0]) <= budget_tokens:
             cur.append(q)
         else:
             batches.append([q])
-    return [_collate(b) for b in batches]
+    return batches
+
+
+def pack(seqs: list[Sequence], micro_batch_tokens: int) -> list[MicroBatch]:
+    """Pack sequences into micro-batches of at most `micro_batch_tokens` padded tokens (`budget_groups`)."""
+    return [_collate(b) for b in budget_groups(seqs, lambda q: len(q.input_ids), micro_batch_tokens)]
 
 
 def make_micro_batches(samples: list[StepSample], layout: str, micro_batch_tokens: int) -> list[MicroBatch]:
