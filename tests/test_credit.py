@@ -444,3 +444,29 @@ def test_register_method_factory():
             get_method("const_test", j=1)
     finally:
         registry._REGISTERED.pop("const_test")
+
+
+def test_gigpo_similarity_new_anchor_first():
+    """difflib's ratio is asymmetric: the NEW anchor is the first argument, as in the
+    authors' are_similar(obs, representative). ratio('a west east', 'west west') = 0.8
+    (merged in the other order) but ratio in the reference order is below 0.8."""
+    assert difflib.SequenceMatcher(None, "west west", "a west east").ratio() >= 0.8
+    assert difflib.SequenceMatcher(None, "a west east", "west west").ratio() < 0.8
+    m = get_method("gigpo", anchor="similarity", similarity_threshold=0.8)
+    batch = [ep("g", [1], anchors=["west west"]), ep("g", [0], anchors=["a west east"])]
+    assert m.step_groups(batch) == [[0], [1]]
+    a = 0.5 / (2**-0.5 + 1e-6)  # R [1, 0]: mean .5, std .7071; singleton step groups add 0
+    close(m.advantages(batch), [[a], [-a]])
+
+
+def test_episode_stats_step_weights_episodes_by_length():
+    """episode_stats=step: an episode counts once per step (verl-agent's default).
+    R = [1, 0], lengths [3, 1]: rows [1, 1, 1, 0], mean .75, unbiased std .5."""
+    batch = [ep("g", [0, 0, 1]), ep("g", [0])]
+    close(get_method("grpo", episode_stats="step").advantages(batch),
+          [[0.25 / (0.5 + 1e-6)] * 3, [-0.75 / (0.5 + 1e-6)]])
+    close(get_method("grpo", norm="mean", episode_stats="step").advantages(batch), [[0.25] * 3, [-0.75]])
+    # rloo over rows: 1 - (3 - 1)/3 = 1/3 for the long episode; 0 - 3/3 = -1 for the short one
+    close(get_method("rloo", episode_stats="step").advantages(batch), [[1 / 3] * 3, [-1.0]])
+    # default: each episode once
+    close(get_method("grpo", norm="mean").advantages(batch), [[0.5] * 3, [-0.5]])

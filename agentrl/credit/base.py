@@ -24,6 +24,10 @@ from agentrl.errors import UserError
 
 EPS = 1e-6
 NORMS = ("mean_std", "mean")
+# What one value of the episode-level group statistics is: an episode (each counts once, as
+# the GiGPO paper writes it) or a step row (an episode counts once per step it has, as
+# verl-agent's default `compute_mean_std_cross_steps=True` does).
+EPISODE_STATS = ("episode", "step")
 
 
 class CreditError(UserError, ValueError):
@@ -109,34 +113,55 @@ def flatten(episodes: Sequence[Episode]) -> Batch:
 # ---------------------------------------------------------------- pure array functions
 
 
-def group_stats(values: np.ndarray, gid: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-group (count, mean, unbiased std) of `values`; std is 0 for groups of < 2."""
-    count = np.bincount(gid, minlength=n_groups)
-    mean = np.bincount(gid, weights=values, minlength=n_groups) / np.maximum(count, 1)
+def group_stats(
+    values: np.ndarray, gid: np.ndarray, n_groups: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group (count, mean, unbiased std) of `values`; std is 0 for groups of < 2.
+
+    `weights` (integer counts, e.g. episode lengths) makes value i count `weights[i]` times."""
+    w = np.ones_like(values, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+    count = np.bincount(gid, weights=w, minlength=n_groups)
+    mean = np.bincount(gid, weights=w * values, minlength=n_groups) / np.maximum(count, 1)
     dev = values - mean[gid]
-    ss = np.bincount(gid, weights=dev * dev, minlength=n_groups)
+    ss = np.bincount(gid, weights=w * dev * dev, minlength=n_groups)
     std = np.sqrt(ss / np.maximum(count - 1, 1))
     return count, mean, std
 
 
-def normalize_in_groups(values: np.ndarray, gid: np.ndarray, n_groups: int, norm: str, eps: float = EPS) -> np.ndarray:
+def normalize_in_groups(
+    values: np.ndarray,
+    gid: np.ndarray,
+    n_groups: int,
+    norm: str,
+    eps: float = EPS,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """`(v − mean_g) / (std_g + ε)` (norm "mean_std") or `v − mean_g` (norm "mean").
 
-    Each value counts once. A group of one value gives exactly 0 (v − v)."""
-    _, mean, std = group_stats(values, gid, n_groups)
+    Each value counts once, or `weights[i]` times. A group of one value gives exactly 0 (v − v)."""
+    _, mean, std = group_stats(values, gid, n_groups, weights)
     dev = values - mean[gid]
     if norm == "mean":
         return dev
     return dev / (std[gid] + eps)
 
 
-def rloo_in_groups(values: np.ndarray, gid: np.ndarray, n_groups: int) -> np.ndarray:
-    """Leave-one-out baseline: `v_i − mean_{j≠i} v_j` within each group; 0 for groups of one."""
-    count = np.bincount(gid, minlength=n_groups)
-    total = np.bincount(gid, weights=values, minlength=n_groups)
+def rloo_in_groups(values: np.ndarray, gid: np.ndarray, n_groups: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Leave-one-out baseline: `v_i − mean_{j≠i} v_j` within each group; 0 for groups of one.
+
+    With `weights`, value i stands for `weights[i]` rows and the baseline leaves out one of
+    its rows: `v_i − (Σ_rows v − v_i) / (rows − 1)`."""
+    w = np.ones_like(values, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+    count = np.bincount(gid, weights=w, minlength=n_groups)
+    total = np.bincount(gid, weights=w * values, minlength=n_groups)
     n = count[gid]
     others = (total[gid] - values) / np.maximum(n - 1, 1)
     return np.where(n > 1, values - others, 0.0)
+
+
+def episode_weights(batch: "Batch", episode_stats: str) -> np.ndarray | None:
+    """Weights for the episode-level statistics: None (each episode once) or the lengths."""
+    return batch.lengths if episode_stats == "step" else None
 
 
 def discounted_returns(values: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:

@@ -7,10 +7,20 @@
   or — anchor "similarity" — clusters built by scanning the group's episodes in
   batch order, step by step, each step joining the FIRST existing cluster whose
   first member's anchor has
-  `difflib.SequenceMatcher(None, first, anchor).ratio() >= similarity_threshold`,
-  else starting a new cluster. Two steps of the same episode can share a step group.
+  `difflib.SequenceMatcher(None, anchor, first).ratio() >= similarity_threshold`
+  (the NEW anchor first, as the authors' `are_similar(obs, representative)`; difflib's
+  ratio is not symmetric, and for strings of 200+ characters its autojunk rule applies
+  to the second argument), else starting a new cluster. Two steps of the same episode
+  can share a step group.
 - `A^S = (G_t − mean) / (std + ε)` (or `G_t − mean`) within the step group; a
   singleton step group gets exactly 0.
+- `episode_stats` ("episode" | "step") for `A^E`, as in GRPO.
+
+Parity with verl-agent (`gigpo/core_gigpo.py`, commit 2716b30b): equal to 1e-6 on the
+known-answer cases (tests/test_credit_reference.py), exact and similarity anchors, either
+`episode_stats`. Differs on purpose: a group of one episode gets `A^E = 0` (the
+reference passes R through); an invalid action's penalty is part of that step's reward
+(verl-agent subtracts 0.1 from the episode score and from that step's discounted return).
 """
 
 from __future__ import annotations
@@ -22,11 +32,13 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from agentrl.credit.base import (
+    EPISODE_STATS,
     NORMS,
     Episode,
     check_choice,
     check_float,
     discounted_returns,
+    episode_weights,
     flatten,
     normalize_in_groups,
     set_params,
@@ -42,31 +54,32 @@ def exact_step_groups(step_group: np.ndarray, anchors: Sequence[str]) -> np.ndar
 
 
 def similarity_clusters(anchors: Sequence[str], threshold: float) -> list[int]:
-    """Cluster ids (0, 1, ...) for anchors in scan order (DESIGN §5 similarity mode).
+    """Cluster ids (0, 1, ...) for anchors in scan order (similarity mode).
 
     Each anchor joins the first cluster whose first member `f` has
-    `SequenceMatcher(None, f, anchor).ratio() >= threshold`, else opens a new one.
-    Exactly that rule, made cheaper: `real_quick_ratio` and `quick_ratio` are upper
-    bounds of `ratio`, so they only skip comparisons that would fail; and a repeated
-    anchor gets the same cluster as its first occurrence (clusters before it are
-    unchanged and its own cluster's first member matches it, ratio(a, a) = 1).
+    `SequenceMatcher(None, anchor, f).ratio() >= threshold` (new anchor first), else
+    opens a new one. Exactly that rule, made cheaper: `real_quick_ratio` and
+    `quick_ratio` are upper bounds of `ratio` in either order (they count lengths and
+    shared characters, ignoring junk), so they only skip comparisons that would fail;
+    each cluster keeps a matcher whose second sequence is its first member (difflib
+    caches its analysis of the second sequence); and a repeated anchor gets the same
+    cluster as its first occurrence (the clusters before it are unchanged and its own
+    cluster's first member matches it: ratio(a, a) = 1).
     """
-    heads: list[str] = []
+    heads: list[difflib.SequenceMatcher] = []
     memo: dict[str, int] = {}
     out: list[int] = []
-    sm = difflib.SequenceMatcher(None)
     for anchor in anchors:
         cid = memo.get(anchor)
         if cid is None:
-            sm.set_seq2(anchor)  # SequenceMatcher caches its analysis of seq2
-            for i, first in enumerate(heads):
-                sm.set_seq1(first)
+            for i, sm in enumerate(heads):
+                sm.set_seq1(anchor)
                 if sm.real_quick_ratio() >= threshold and sm.quick_ratio() >= threshold and sm.ratio() >= threshold:
                     cid = i
                     break
             if cid is None:
                 cid = len(heads)
-                heads.append(anchor)
+                heads.append(difflib.SequenceMatcher(None, "", anchor))
             memo[anchor] = cid
         out.append(cid)
     return out
@@ -96,6 +109,7 @@ class GiGPO:
     norm: str = "mean_std"
     anchor: str = "exact"
     similarity_threshold: float = 0.95
+    episode_stats: str = "episode"
 
     def __post_init__(self) -> None:
         set_params(
@@ -105,6 +119,7 @@ class GiGPO:
             norm=check_choice(self.name, "norm", self.norm, NORMS),
             anchor=check_choice(self.name, "anchor", self.anchor, ANCHORS),
             similarity_threshold=check_float(self.name, "similarity_threshold", self.similarity_threshold, 0.0, 1.0),
+            episode_stats=check_choice(self.name, "episode_stats", self.episode_stats, EPISODE_STATS),
         )
 
     def step_groups(self, episodes: Sequence[Episode]) -> list[list[int]]:
@@ -120,7 +135,9 @@ class GiGPO:
 
     def advantages(self, episodes: Sequence[Episode]) -> list[list[float]]:
         b = flatten(episodes)
-        a_e = normalize_in_groups(b.returns, b.group, b.n_groups, self.norm)
+        a_e = normalize_in_groups(
+            b.returns, b.group, b.n_groups, self.norm, weights=episode_weights(b, self.episode_stats)
+        )
         if not len(b.rewards):
             return b.split(b.rewards)
         sg = self._step_groups(b.step_group, [s.anchor for e in episodes for s in e.steps])
