@@ -75,3 +75,20 @@ def test_in_process_pool_matches_worker_pool():
                 out.append((r.observation.text, r.reward, r.valid))
             return out
     assert play(0) == play(2)
+
+
+def test_sigint_to_a_worker_is_ignored_quietly(capfd):
+    """Defect 15 (issue 11): Ctrl-C sends SIGINT to the whole process group; env workers
+    printed KeyboardInterrupt tracebacks and died. They must ignore it (the parent stops
+    cleanly and closes them)."""
+    import os
+    import signal
+
+    with EnvPool(workers=1, step_timeout=10) as pool:
+        obs = pool.reset([(0, "toy/chain-3/seed-0", 0)])
+        os.kill(pool._procs[0].pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert pool._procs[0].is_alive()
+        res = pool.step([(0, obs[0].info["expert_plan"][0])])
+        assert isinstance(res[0], Transition) and pool.restarts == 0
+    assert "KeyboardInterrupt" not in capfd.readouterr().err

@@ -14,6 +14,7 @@ task id and seed), so the run goes on.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -89,6 +90,10 @@ class _Envs:
 
 
 def _worker_main(conn: Connection) -> None:
+    # Ctrl-C reaches the whole process group: the parent turns it into a clean stop and
+    # closes (or kills) its workers, so a worker ignores SIGINT instead of printing a
+    # KeyboardInterrupt traceback of its own. It still ends when the parent goes (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     envs = _Envs()
     while True:
         try:
