@@ -196,6 +196,14 @@ class Trainer:
         }
         return {"metrics": metrics, "wall": wall}
 
+    def model_card(self, metrics: dict):
+        from agentrl.learner.checkpoint import ModelCard
+        from agentrl.policy.model import base_model_reference
+
+        base, note = base_model_reference(self.recipe.model.path)
+        return ModelCard(base, note, recipe_to_yaml(self.recipe),
+                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, run_id: int, start: int, history: list[dict]) -> TrainSummary:
         from agentrl.learner.checkpoint import save_checkpoint
@@ -219,7 +227,8 @@ class Trainer:
                 t1 = time.perf_counter()
                 path = save_checkpoint(ckpt_root / f"iter-{it:04d}", self.model, self.learner.optimizer,
                                        self.learner.scheduler, it, extra={"run_id": run_id},
-                                       extra_state_dicts=self.signals.state_dict() if self.signals else None)
+                                       extra_state_dicts=self.signals.state_dict() if self.signals else None,
+                                       card=self.model_card(metrics))
                 self.store.add_checkpoint(run_id, it, str(path), metrics)
                 wall["checkpoint"] = time.perf_counter() - t1
             if last or (r.train.eval_every and it % r.train.eval_every == 0):
