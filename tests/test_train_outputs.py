@@ -1,5 +1,5 @@
-"""Defect 13 (issue 11): a checkpoint's policy adapter loads with plain transformers + peft,
-names a base model others can resolve, and carries a filled model card."""
+"""What a finished tiny training run leaves for others: checkpoints that plain peft loads
+(issue 11, defect 13) and an export with everything stored (defect 12)."""
 
 import json
 import sqlite3
@@ -24,6 +24,7 @@ def test_checkpoint_adapter_loads_with_plain_peft(tmp_path, suites_dir, tiny_mod
     db = str(tmp_path / "r.db")
     code, out, err = run_cli(["train", str(recipe), "--db", db, "--no-progress"], capsys)
     assert code == 0, err[-2000:]
+    _check_export(db, capsys)
     ckpt = Path(sqlite3.connect(db).execute("SELECT path FROM checkpoints").fetchone()[0])
     adapter = ckpt / "adapter" / "policy"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -49,3 +50,21 @@ def test_default_model_names_its_hub_id():
     from agentrl.policy.model import DEFAULT_MODEL, base_model_reference
 
     assert base_model_reference(DEFAULT_MODEL)[0] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _check_export(db, capsys):
+    """Defect 12: export had no advantages, signals, recipe or iteration metrics, and the
+    return was under `ret`. Now: a run header, then episodes with per-step advantages."""
+    code, out, err = run_cli(["export", "1", "--db", db], capsys)
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    head, eps = lines[0], lines[1:]
+    assert head["type"] == "run" and head["recipe"]["credit"]["method"] == "grpo"
+    assert [it["index"] for it in head["iterations"]] == [0, 1]
+    assert "loss" in head["iterations"][1]["metrics"] and len(head["checkpoints"]) == 1
+    train = [e for e in eps if e["split"] == "train"]
+    assert train and all(e["type"] == "episode" and "return" in e and "ret" not in e for e in eps)
+    steps = [st for e in train for st in e["steps"]]
+    assert steps and all(set(st["advantages"]) == {"grpo"} for st in steps)
+    assert any(st["advantages"]["grpo"] != 0 for st in steps) or all(e["won"] == train[0]["won"] for e in train)
+    assert all(isinstance(st["action_ids"], list) and isinstance(st["logprobs"], list) for st in steps)
