@@ -60,7 +60,7 @@ def _flatten(metrics: dict) -> dict:
 
 def run_curves(store: Store, run_ref: str | int) -> Curves:
     """Load a run's iterations as plottable series; UserError if the run has none."""
-    run = queries.get_run(store, run_ref)
+    run = queries.get_run(store, run_ref, kind="train")
     rows = queries.iterations(store, run.id)
     if not rows:
         raise UserError(f"run {run.id} ({run.name}) has no iterations to plot yet")

@@ -63,17 +63,28 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def get_run(store: Store, ref: str | int) -> Run:
-    """A run by id, or by name (the newest run of that name)."""
+def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
+    """A run by id, or by name.
+
+    A name must name one run: of `kind` ("train" | "eval") when the command needs that kind
+    (e.g. `eval --run quickstart` wants the training run, not the eval runs it stored under
+    the same name). Several candidates are an error that lists them by id."""
     with store.session() as s:
-        run = None
         if isinstance(ref, int) or str(ref).isdigit():
             run = s.get(Run, int(ref))
-        if run is None:
-            run = s.scalars(select(Run).where(Run.name == str(ref)).order_by(Run.id.desc())).first()
-    if run is None:
+            if run is not None:
+                return run
+        named = s.scalars(select(Run).where(Run.name == str(ref)).order_by(Run.id)).all()
+    if not named:
         raise UserError(f"no run '{ref}' in {store.path} (see `agentrl runs`)")
-    return run
+    cands = [r for r in named if kind is None or r.kind == kind]
+    if not cands:
+        raise UserError(f"run '{ref}' is not a {kind} run (ids {', '.join(str(r.id) for r in named)} are "
+                        f"{', '.join(sorted({r.kind for r in named}))} runs)")
+    if len(cands) > 1:
+        listed = "; ".join(f"{r.id} ({r.kind}, {display_status(r)}, {r.created_at:%Y-%m-%d %H:%M})" for r in cands)
+        raise UserError(f"several {kind + ' ' if kind else ''}runs are named '{ref}': {listed}; give the id")
+    return cands[0]
 
 
 def _step_record(row: StepRow) -> StepRecord:
