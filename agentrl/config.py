@@ -7,17 +7,89 @@ typo is a one-line error naming the key. Credit-method parameters live beside
 
 from __future__ import annotations
 
+import copy
+import math
+import re
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agentrl.errors import UserError
 
+MAX_NAME_CHARS = 100  # a run name becomes a folder name (<output_dir>/<name>-<id>/)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # incl. line and paragraph separators
+
+
+def _union_args(ann: Any) -> tuple[Any, ...] | None:
+    return get_args(ann) if get_origin(ann) in (Union, types.UnionType) else None
+
+
+def _takes(ann: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether annotation `ann` accepts one of `kinds` as a plain value (through Optional/Union/Annotated)."""
+    if ann is Any:
+        return True
+    if get_origin(ann) is Annotated:
+        return _takes(get_args(ann)[0], kinds)
+    if (args := _union_args(ann)) is not None:
+        return any(_takes(a, kinds) for a in args)
+    if get_origin(ann) is Literal:
+        return any(type(a) in kinds for a in get_args(ann))
+    return ann in kinds
+
+
+def _bool_for_number(ann: Any, value: Any) -> bool:
+    """True when `value` is (or holds) a boolean where `ann` wants a number: pydantic's lax mode
+    would read `true` as 1, so `--set seed=true` would silently become `seed: 1`."""
+    if isinstance(value, bool):
+        return _takes(ann, (int, float)) and not _takes(ann, (bool,))
+    if isinstance(value, list):
+        for a in _union_args(ann) or (ann,):
+            if get_origin(a) is list and get_args(a):
+                return any(_bool_for_number(get_args(a)[0], v) for v in value)
+    return False
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run name (it becomes a folder name), or None if it can."""
+    if not name:
+        return "a run name must not be empty"
+    if len(name) > MAX_NAME_CHARS:
+        return f"a run name must be at most {MAX_NAME_CHARS} characters (got {len(name)})"
+    if "/" in name or "\\" in name:
+        return "a run name must not contain a path separator ('/' or '\\')"
+    if _CONTROL_CHARS.search(name):
+        return "a run name must not contain control characters or newlines"
+    if name in (".", ".."):
+        return f"a run name must not be '{name}'"
+    return None
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf` / `.nan` are refused for every float (a timeout of .inf, a lr of .nan);
+    # coerce_numbers_to_str: `name: 123` is the text "123".
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_for_number(field.annotation, value):
+            raise ValueError(f"expected a number, got a boolean ({str(value).lower()})")
+        return value
 
 
 class EnvConfig(_Section):
@@ -50,8 +122,16 @@ class RolloutConfig(_Section):
 
 
 class CreditConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, coerce_numbers_to_str=True)
     method: str = "grpo"
+
+    @model_validator(mode="after")
+    def _finite_params(self) -> CreditConfig:
+        # the method checks its own parameters; non-finite numbers are refused here for all of them
+        for key, value in (self.model_extra or {}).items():
+            if _non_finite(value):
+                raise ValueError(f"credit.{key} must be a finite number, got {value}")
+        return self
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -95,7 +175,7 @@ class EvalConfig(_Section):
 
 
 class Recipe(_Section):
-    name: str = "run"
+    name: str = "run"  # checkpoints go to <train.output_dir>/<name>-<run id>/
     seed: int = 0
     env: EnvConfig
     policy: Literal["llm", "random", "expert"] = "llm"
@@ -105,6 +185,14 @@ class Recipe(_Section):
     learner: LearnerConfig = LearnerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -120,8 +208,26 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _annotation_of(dotted: str) -> Any:
+    """The type annotation of a dotted recipe key, or None when it is not a known field."""
+    model: type[BaseModel] = Recipe
+    keys = dotted.split(".")
+    for i, k in enumerate(keys):
+        field = model.model_fields.get(k)
+        if field is None:
+            return None
+        ann = field.annotation
+        if i == len(keys) - 1:
+            return ann
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return None
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """`a.b=c` -> ("a.b", parsed YAML scalar of c)."""
+    """`a.b=c` -> ("a.b", parsed YAML scalar of c). For a text key (`name`, `model.device`, ...) a
+    value YAML would read as a number or boolean is kept as typed: `name=007` is "007"."""
     if "=" not in item:
         raise UserError(f"--set expects key=value, got '{item}'")
     key, _, raw = item.partition("=")
@@ -132,27 +238,44 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, (bool, int, float)):
+        ann = _annotation_of(key)
+        if ann is not None and _takes(ann, (str,)) and not _takes(ann, (type(value),)):
+            value = raw.strip()
     return key, value
+
+
+def _error_loc(err: ValidationError) -> str:
+    return ".".join(str(p) for p in err.errors()[0]["loc"])
 
 
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    where = ".".join(str(p) for p in e["loc"]) or "recipe"
+    where = _error_loc(err) or "recipe"
     if e["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
     if e["type"] == "missing":
         return f"missing key '{where}'"
-    return f"bad value for '{where}': {e['msg']}"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"bad value for '{where}': {msg}"
 
 
 def recipe_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "recipe") -> Recipe:
-    data = dict(data)
+    """Validate a recipe mapping with `--set` overrides applied; a bad value is a UserError naming
+    the override that set it (`--set seed=true: ...`), else `source` (the file, or the stored run)."""
+    data = copy.deepcopy(data)
+    parsed = []
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
+        parsed.append((item, key))
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
+        loc = _error_loc(err)
+        for item, key in reversed(parsed):  # the last override of a key is the one that counts
+            if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+                raise UserError(f"--set {item}: {_format_error(err)}") from None
         raise UserError(f"{source}: {_format_error(err)}") from None
 
 
@@ -161,7 +284,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not p.is_file():
         raise UserError(f"recipe not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file (a recipe is YAML in UTF-8)") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe {p}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

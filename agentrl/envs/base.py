@@ -70,5 +70,10 @@ class TextEnv:
     def step(self, action: str) -> Transition:  # pragma: no cover
         raise NotImplementedError
 
+    def check_task(self, task: str) -> None:
+        """Raise UserError (naming the id) when `task` is not a game of this adapter. Must be cheap:
+        parse the id, never build or load the game. The default accepts every id (third-party
+        adapters without a check); `registry.check_tasks` calls it before any work starts."""
+
     def close(self) -> None:
         pass

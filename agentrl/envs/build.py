@@ -9,7 +9,7 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agentrl.envs.registry import env_name_of
+from agentrl.envs.registry import check_tasks, env_name_of
 from agentrl.envs.suites import load_suite
 from agentrl.errors import UserError
 
@@ -64,6 +64,10 @@ def build(name: str, split: str = "all", workers: int = 2, n: int | None = None,
           task_types: list[str] | None = None, floorplans: list[str] | None = None, small: bool = False,
           console: Console | None = None) -> list:
     console = console or Console(stderr=True)
+    suite = None
+    if name != "alfworld":  # a suite: every task id is checked before anything is built
+        suite = load_suite(name)
+        check_tasks(suite.train + suite.eval)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         if name == "alfworld":  # the generator, with its own options
@@ -78,7 +82,7 @@ def build(name: str, split: str = "all", workers: int = 2, n: int | None = None,
                 out += build_alfworld(split=sp, n=n, seed=seed, task_types=task_types, floorplans=floorplans,
                                       workers=workers, progress=lambda k, b=bar: progress.advance(b, k), small=small)
             return out
-        suite = load_suite(name)
+        assert suite is not None
         tasks = (suite.train if split in ("train", "all") else []) + (suite.eval if split in ("eval", "all") else [])
         by_env: dict[str, list[str]] = {}
         for t in tasks:

@@ -13,6 +13,7 @@ Rewards are taken per step as the env gives them; terminated/truncated pass thro
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -32,6 +33,24 @@ def parse_task(task_id: str) -> tuple[str, int | None]:
     if not m:
         raise UserError(f"bad gym task id '{task_id}' (expected gym:<gymnasium id>[/seed-N])")
     return m["id"], None if m["seed"] is None else int(m["seed"])
+
+
+def check_env_id(env_id: str) -> None:
+    """UserError unless `env_id` is registered with gymnasium (after importing the module of a
+    `module:Id` form, as gymnasium.make does). Makes no env."""
+    register_gymnasium_envs()
+    module, sep, name = env_id.partition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the user's module: ImportError, or whatever its import raised
+            raise UserError(f"cannot import module '{module}' for gymnasium env '{name}': {e}") from None
+    else:
+        name = env_id
+    try:
+        gymnasium.spec(name)
+    except (gymnasium.error.Error, ValueError) as e:
+        raise UserError((str(e).splitlines() or [f"no registered gymnasium env '{name}'"])[0]) from None
 
 
 def make_text_env(env_id: str) -> gymnasium.Env:
@@ -69,6 +88,13 @@ class GymTextEnv(TextEnv):
         extra = {k: v for k, v in info.items() if k not in ("admissible_commands", "admissible", "goal", "anchor", "won", "valid")}
         return Observation(text=text, admissible=_admissible(info), goal=str(info.get("goal", "") or ""),
                            anchor=str(info.get("anchor", text)), info=extra)
+
+    def check_task(self, task: str) -> None:
+        env_id, _ = parse_task(task)
+        try:
+            check_env_id(env_id)
+        except UserError as e:
+            raise UserError(f"bad gym task id '{task}': {e}") from None
 
     def reset(self, task: str, seed: int | None = None) -> Observation:
         env_id, task_seed = parse_task(task)

@@ -71,6 +71,15 @@ def make_env(name_or_task: str) -> TextEnv:
 
 
 def check_tasks(task_ids: list[str]) -> None:
-    """Fail early (UserError) when a task names an unknown adapter or one whose package is missing."""
-    for name in sorted({env_name_of(t) for t in task_ids}):
-        make_env(name).close()
+    """Fail early (UserError naming the first bad id) when a task names an unknown adapter, one whose
+    package is missing, or is not a valid id of its adapter (`TextEnv.check_task`: parsed, not built)."""
+    envs: dict[str, TextEnv] = {}
+    try:
+        for task in dict.fromkeys(task_ids):
+            name = env_name_of(task)
+            if name not in envs:
+                envs[name] = make_env(name)
+            envs[name].check_task(task)
+    finally:
+        for env in envs.values():
+            env.close()

@@ -71,7 +71,9 @@ def _split(where: str, spec: Any) -> list[str]:
 
 def _parse(path: Path) -> Suite:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read suite file {path}: not a text file (a suite is YAML in UTF-8)") from None
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"cannot read suite file {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -96,9 +98,22 @@ def _parse(path: Path) -> Suite:
 
 
 def list_suites() -> list[Suite]:
-    """All suites in the suites folder, by name."""
+    """All suites in the suites folder, by name (UserError at the first invalid file)."""
     folder = envs_dir()
     return [_parse(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+
+
+def scan_suites() -> tuple[list[Suite], list[tuple[Path, str]]]:
+    """(valid suites, [(file, why it is invalid)]) of the suites folder: one broken file does not
+    hide the others (`agentrl envs list`)."""
+    folder = envs_dir()
+    suites, broken = [], []
+    for p in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            suites.append(_parse(p))
+        except UserError as e:
+            broken.append((p, str(e)))
+    return suites, broken
 
 
 def load_suite(name: str) -> Suite:

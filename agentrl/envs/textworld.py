@@ -272,6 +272,9 @@ class TextWorldEnv(TextEnv):
         return Observation(text=clean_text(state.feedback or "", banner=banner), admissible=admissible,
                            goal=state["objective"] or "", anchor=anchor.strip(), info=info)
 
+    def check_task(self, task: str) -> None:
+        parse_task(task)
+
     def reset(self, task: str, seed: int | None = None) -> Observation:
         self._load(ensure_game(task))
         state = self._env.reset()

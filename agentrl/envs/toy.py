@@ -82,6 +82,9 @@ class ToyEnv(TextEnv):
         plan = [EXITS[i % len(EXITS)] for i in range(self.pos, self.n)]
         return Observation(text, _shuffled(EXITS, "chain", self.seed, self.pos), GOAL, text, {"expert_plan": plan})
 
+    def check_task(self, task: str) -> None:
+        parse_task(task)
+
     def reset(self, task: str, seed: int | None = None) -> Observation:
         self.kind, self.n, self.seed = parse_task(task)
         self.pos, self.done, self.won = 0, False, False

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agentrl.envs.alfworld.generate import ensure_game, game_path, parse_task_id
+from agentrl.envs.alfworld.generate import check_task_id, ensure_game, game_path, parse_task_id
 from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
 from agentrl.errors import UserError
 
@@ -81,6 +81,9 @@ class AlfWorldEnv(TextEnv):
         self._won = False
 
     # ------------------------------------------------------------------ protocol
+
+    def check_task(self, task: str) -> None:
+        check_task_id(task)
 
     def reset(self, task: str, seed: int | None = None) -> Observation:
         """Start `task` from its initial state (games are deterministic: `seed` is unused)."""
