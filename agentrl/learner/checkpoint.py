@@ -41,6 +41,7 @@ from safetensors.torch import load_file
 
 from agentrl.errors import UserError
 from agentrl.learner.lora import POLICY
+from agentrl.quiet import quiet_libraries
 
 FORMAT = 1
 STATE_JSON = "state.json"
@@ -168,6 +169,7 @@ def save_checkpoint(
     `extra` must be JSON-serialisable (e.g. run metadata); `extra_state_dicts` holds
     tensors (e.g. a SPA estimator's state_dict) and is saved with torch.save.
     """
+    quiet_libraries()
     final = Path(dir)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)

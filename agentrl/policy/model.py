@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from agentrl.config import ModelConfig  # noqa: E402
 from agentrl.errors import UserError  # noqa: E402
+from agentrl.quiet import quiet_libraries  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF was converted from
@@ -92,6 +93,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_tokenizer(path: str = DEFAULT_MODEL):
     """The tokenizer of a model path (same resolution as `load_model`); adds a pad token if missing."""
+    quiet_libraries()
     from transformers import AutoTokenizer
 
     directory, gguf = resolve_path(path)
@@ -117,6 +119,7 @@ def load_model(cfg: ModelConfig, seed: int | None = None):
     `seed` seeds torch first (loading is deterministic anyway; this only matters for
     any randomly initialised head a checkpoint lacks).
     """
+    quiet_libraries()
     from transformers import AutoModelForCausalLM
 
     if seed is not None:
