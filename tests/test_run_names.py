@@ -27,3 +27,27 @@ def test_name_resolves_to_the_kind_needed_and_ambiguity_is_an_error(tmp_path):
     with pytest.raises(UserError, match="'ev' is not a train run"):
         q.get_run(store, "ev", kind="train")
     assert q.get_run(store, "ev").id == only_eval
+
+
+def test_checkpoint_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    """Defect 3 (issue 11): checkpoint paths were stored relative to the trainer's working
+    directory, so `cd / && agentrl eval --run 1 --db DIR/runs.db` found no checkpoint."""
+    home = tmp_path / "work"
+    (home / "runs" / "q-1" / "iter-0001").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(home)
+    store = open_store(home / "runs.db")
+    rid = store.create_run("q", "name: q\n", kind="train")
+    store.add_checkpoint(rid, 1, "runs/q-1/iter-0001", {})  # what the trainer passes: relative to its cwd
+    outside = tmp_path / "abs-ckpt"
+    outside.mkdir()
+    store.add_checkpoint(rid, 2, str(outside), {})
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    store = open_store(home / "runs.db", create=False)
+    paths = [c["path"] for c in q.checkpoints(store, rid)]
+    assert paths == [str(home / "runs" / "q-1" / "iter-0001"), str(outside)]
+    # the folder of runs.db + runs/ can move as a whole
+    moved = tmp_path / "moved"
+    home.rename(moved)
+    store = open_store(moved / "runs.db", create=False)
+    assert q.checkpoints(store, rid)[0]["path"] == str(moved / "runs" / "q-1" / "iter-0001")

@@ -197,8 +197,21 @@ class Store:
                 existing.metrics, existing.wall = metrics, wall
 
     def add_checkpoint(self, run_id: int, iteration: int, path: str, metrics: dict) -> None:
+        """Record a checkpoint. Its path is stored relative to the database's folder when it
+        lies inside it (so a moved folder of runs.db + runs/ still resolves), else absolute;
+        never relative to the writer's working directory."""
+        p = Path(path).resolve()
+        home = self.path.resolve().parent
+        stored = str(p.relative_to(home)) if p.is_relative_to(home) else str(p)
         with self.session() as s:
-            s.add(CheckpointRow(run_id=run_id, iteration=iteration, path=path, metrics=metrics))
+            s.add(CheckpointRow(run_id=run_id, iteration=iteration, path=stored, metrics=metrics))
+
+    def resolve_path(self, stored: str) -> str:
+        """A stored checkpoint path as a usable path: relative ones are relative to the database's
+        folder (databases written before this rule stored paths relative to the trainer's working
+        directory, which was the database's folder in the default set-up)."""
+        p = Path(stored)
+        return str(p if p.is_absolute() else self.path.resolve().parent / p)
 
 
 def open_store(path: str | Path | None = None, create: bool = True) -> Store:

@@ -146,7 +146,7 @@ def checkpoints(store: Store, run_id: int) -> list[dict[str, Any]]:
     with store.session() as s:
         rows = s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id)
                          .order_by(CheckpointRow.iteration)).all()
-        return [{"iteration": r.iteration, "path": r.path, "metrics": r.metrics} for r in rows]
+        return [{"iteration": r.iteration, "path": store.resolve_path(r.path), "metrics": r.metrics} for r in rows]
 
 
 def advantages_for_episode(store: Store, episode_id: int) -> dict[int, list[dict[str, Any]]]:
