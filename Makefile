@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install quickstart test test-slow lint clean
+.PHONY: install quickstart test test-slow lint wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 
 quickstart: install
 	$(BIN)/agentrl envs build tw-quick
-	$(BIN)/agentrl train recipes/quickstart.yaml
+	$(BIN)/agentrl train quickstart
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -30,6 +30,10 @@ lint: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]  # 5 = no slow test selected
+
+# the wheel, installed non-editable into a fresh venv, run from outside the checkout (packaged suites and recipes)
+wheel-check:
+	TORCH="$(TORCH)" .ci/wheel-check $(PY)
 
 clean:
 	rm -rf $(VENV) runs.db runs.db-wal runs.db-shm

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agentrl.errors import UserError
+from agentrl.recipe_files import resolve_recipe
 
 MAX_NAME_CHARS = 100  # a run name becomes a folder name (<output_dir>/<name>-<id>/)
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # incl. line and paragraph separators
@@ -93,7 +94,7 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
-    suite: str  # a suite name (file envs/<name>.yaml) - defines train/eval task ids
+    suite: str  # a suite name (agentrl/suites/<name>.yaml, or $AGENTRL_ENVS_DIR) or a .yaml path
     max_steps: int = Field(20, ge=1)
     workers: int = Field(4, ge=0)  # env worker processes; 0 = step in this process
     step_timeout: float = Field(30.0, gt=0)  # seconds before a hung env is killed
@@ -280,9 +281,8 @@ def recipe_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), so
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"recipe not found: {p}")
+    """A recipe from a file, or by name from the packaged recipes (`quickstart`): see agentrl.recipe_files."""
+    p = resolve_recipe(path)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:

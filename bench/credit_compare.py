@@ -1,6 +1,6 @@
 """Compare credit methods on one suite with the same budget and seeds.
 
-    python bench/credit_compare.py [--recipe recipes/quickstart.yaml] [--seeds 0 1 2]
+    python bench/credit_compare.py [--recipe quickstart] [--seeds 0 1 2]
         [--methods grpo rloo gigpo spa oprl igpo] [--iterations N] [--out DIR] [--set KEY=VALUE ...]
         [--jobs N]
     python bench/credit_compare.py --tiny          # toy chain suite + a tiny random model: a smoke run
@@ -145,7 +145,7 @@ def print_table(summary: dict[str, dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default=str(ROOT / "recipes" / "quickstart.yaml"))
+    ap.add_argument("--recipe", default="quickstart", help="a recipe file or a packaged recipe's name")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--iterations", type=int, default=None, help="override train.iterations")
@@ -157,12 +157,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from agentrl.plot import plot_runs
+    from agentrl.recipe_files import resolve_recipe
     from agentrl.store import queries as q
     from agentrl.store.db import open_store
 
     out = Path(args.out or ROOT / "runs" / ("credit-compare-tiny" if args.tiny else "credit-compare")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    recipe = tiny_setup(out) if args.tiny else Path(args.recipe).resolve()
+    recipe = tiny_setup(out) if args.tiny else resolve_recipe(args.recipe).resolve()
     base = yaml.safe_load(recipe.read_text()).get("name", "run")
     db = out / "compare.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

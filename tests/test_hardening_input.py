@@ -146,17 +146,17 @@ def test_bad_task_ids_refused_before_work(tmp_path, capsys, suites_dir, env, pat
 def test_good_task_ids_still_pass_the_check():
     """Defect 7: the per-adapter check accepts every adapter's valid ids (bundled suites included)."""
     from agentrl.envs.registry import check_tasks
-    from agentrl.envs.suites import load_suite
+    from agentrl.envs.suites import BUILTIN_SUITES, load_suite
 
     check_tasks(["toy/pick-4/seed-0", "toy/chain-50/seed-3", "toy/echo/seed-1",
                  "gym:agentrl/ToyText-v0/seed-2", "gym:agentrl/ToyText-v0",
                  "gym:agentrl.envs.gymnasium_api:agentrl/Toy-v0/seed-1"])
     pytest.importorskip("textworld")
     for name in ("tw-quick", "textworld-w2-o3-q4", "tw-coin-l1"):
-        s = load_suite(str(Path(__file__).resolve().parent.parent / "envs" / f"{name}.yaml"))
+        s = load_suite(str(BUILTIN_SUITES / f"{name}.yaml"))
         check_tasks(s.train + s.eval)
     pytest.importorskip("alfworld")
-    s = load_suite(str(Path(__file__).resolve().parent.parent / "envs" / "alfworld-small.yaml"))
+    s = load_suite(str(BUILTIN_SUITES / "alfworld-small.yaml"))
     check_tasks(s.train + s.eval)
 
 

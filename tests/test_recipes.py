@@ -1,12 +1,9 @@
 """The shipped recipes load and are consistent with each other."""
 
-from pathlib import Path
-
 import yaml
 
 from agentrl.config import recipe_from_dict
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from agentrl.recipe_files import RECIPES_DIR as RECIPES
 
 
 def _load(name: str):

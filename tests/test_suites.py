@@ -1,5 +1,7 @@
 """Suites: bundled YAML files load with the documented splits; malformed files give one-line errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -14,7 +16,9 @@ def bundled(monkeypatch):
 
 
 def test_bundled_suites(bundled):
-    assert envs_dir().name == "envs" and (envs_dir().parent / "agentrl").is_dir()
+    import agentrl
+
+    assert envs_dir() == Path(agentrl.__file__).resolve().parent / "suites"  # package data
     names = {s.name for s in list_suites()}
     assert {"textworld-w2-o3-q4", "tw-coin-l1", "tw-quick", "toy-pick", "toy-chain"} <= names
     s = load_suite("textworld-w2-o3-q4")

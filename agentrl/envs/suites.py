@@ -1,7 +1,8 @@
 """Suites: named lists of task ids with train/eval splits, one YAML file each.
 
-The files live in the repository's top-level `envs/` folder (override with
-$AGENTRL_ENVS_DIR); `load_suite` also accepts a path to a `.yaml` file. Format:
+The built-in suites ship inside the package as data files, `agentrl/suites/<name>.yaml`
+($AGENTRL_ENVS_DIR names another folder to use instead); `load_suite` also accepts a path to
+a `.yaml` file. Format:
 
     name: textworld-w2-o3-q4          # must equal the file name (without .yaml)
     env: textworld                    # the adapter every task id must belong to
@@ -36,10 +37,13 @@ class Suite:
     eval: list[str]
 
 
+BUILTIN_SUITES = Path(agentrl.__file__).resolve().parent / "suites"  # package data, in the wheel too
+
+
 def envs_dir() -> Path:
-    """The suites folder: $AGENTRL_ENVS_DIR, else <repo>/envs."""
+    """The suites folder: $AGENTRL_ENVS_DIR, else the package's own `agentrl/suites/`."""
     override = os.environ.get("AGENTRL_ENVS_DIR")
-    return Path(override) if override else Path(agentrl.__file__).resolve().parent.parent / "envs"
+    return Path(override) if override else BUILTIN_SUITES
 
 
 def _split(where: str, spec: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""ALFWorld, generated offline (see envs/ALFWORLD.md).
+"""ALFWorld, generated offline (see docs/alfworld.md).
 
 `build_alfworld(...)` generates and caches games of the six ALFWorld task types;
 `AlfWorldEnv` plays them as a turn-level env (registry name "alfworld"; gymnasium id
