@@ -13,15 +13,44 @@ from functools import wraps
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentrl.errors import AgentRLError, UserError
 
-out = Console()
-err = Console(stderr=True)
+
+class _OutputClosed(BrokenPipeError):
+    """The reader of our output went away (`agentrl export 1 | head`)."""
+
+
+def _lit(text) -> str:
+    """User and model text (run names, observations, actions, generations, errors, task ids) for
+    a rich string: printed as it is, never read as markup ('[/INST]', '[red]')."""
+    return escape("" if text is None else str(text))
+
+
+def _output_closed() -> None:  # rich calls this on a BrokenPipeError; main() ends quietly
+    raise _OutputClosed
+
+
+class _PipeBroke(Exception):
+    """A BrokenPipeError carried past click, which would turn it into a silent exit 1."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            raise _PipeBroke(e) from e
+
+
+out = Console(emoji=False)  # emoji=False: ':smile:' in an observation is printed as it is
+err = Console(stderr=True, emoji=False)
 for _c in (out, err):
     if not _c.is_terminal:  # piped or captured: wide enough that tables and metric lines stay unwrapped
         _c.width = max(_c.width, 160)
+    _c.on_broken_pipe = _output_closed
 
 
 def _db_option(f):
@@ -47,14 +76,14 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(package_name="agentrl")
 def cli() -> None:
     """agentrl: reinforcement learning for LLM agents in multi-turn text environments."""
 
 
 # -- eval ----------------------------------------------------------------------------------
-@cli.command("eval")
+@cli.command("eval", short_help="Evaluate a policy; every turn is stored.")
 @click.argument("recipe", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable).")
 @click.option("--episodes", type=click.IntRange(min=1), default=None, help="Number of eval episodes.")
@@ -85,17 +114,17 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
     if as_json:
         _print_json(summary.as_dict())
         return
-    t = Table(title=f"eval run {summary.run_id}: {rec.name} on {rec.env.suite}")
+    t = Table(title=f"eval run {summary.run_id}: {_lit(rec.name)} on {_lit(rec.env.suite)}")
     for col in ("policy", "episodes", "success", "mean return", "mean length", "errors", "truncated", "steps/s", "wall"):
         t.add_column(col, justify="right" if col != "policy" else "left")
-    t.add_row(summary.policy, str(summary.episodes), _pct(summary.success), f"{summary.mean_return:.3f}",
+    t.add_row(_lit(summary.policy), str(summary.episodes), _pct(summary.success), f"{summary.mean_return:.3f}",
               f"{summary.mean_length:.1f}", str(summary.errors), str(summary.truncated),
               f"{summary.steps_per_s:.1f}", f"{summary.wall_s:.1f}s")
     out.print(t)
 
 
 # -- train ---------------------------------------------------------------------------------
-@cli.command("train")
+@cli.command("train", short_help="Train a LoRA policy with PPO.")
 @click.argument("recipe", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable).")
 @click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a run from its last checkpoint.")
@@ -125,16 +154,19 @@ def runs_cmd(db, as_json):
     from agentrl.store.db import open_store
     from agentrl.store.queries import list_runs
 
-    rows = list_runs(open_store(db, create=False))
+    rows = list_runs(open_store(db, create=False, readonly=True))
     if as_json:
         _print_json(rows)
         return
-    t = Table(title=f"runs in {db}")
+    t = Table(title=f"runs in {_lit(str(db))}")
     for col in ("id", "name", "kind", "status", "created", "episodes", "eval success", "last iter"):
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r["id"]), r["name"], r["kind"], r["status"], r["created_at"], str(r["episodes"]),
-                  _pct(r["eval_success"]), "-" if r["last_iteration"] is None else str(r["last_iteration"]))
+        # a training run: held-out success before -> after training (its last eval); an eval run: its success
+        success = (f"{_pct(r['eval_before'])} → {_pct(r['eval_success'])}" if r["kind"] == "train"
+                   else _pct(r["eval_success"]))
+        t.add_row(str(r["id"]), _lit(r["name"]), _lit(r["kind"]), r["status"], r["created_at"], str(r["episodes"]),
+                  success, "-" if r["last_iteration"] is None else str(r["last_iteration"]))
     out.print(t)
 
 
@@ -144,12 +176,13 @@ def _short(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-@cli.command("inspect")
+@cli.command("inspect", short_help="Show a run's episodes or one episode.")
 @click.argument("run_ref", required=False)
 @click.option("--episode", "episode_id", default=None, help="Show one episode turn by turn.")
 @click.option("--iteration", type=int, default=None, help="Only episodes of this iteration.")
 @click.option("--failed", is_flag=True, help="Only episodes that were not won.")
-@click.option("--split", type=click.Choice(["train", "eval"]), default=None)
+@click.option("--split", type=click.Choice(["train", "eval"]), default=None,
+              help="Only episodes of this split: train (training rollouts) or eval (held-out evaluations).")
 @click.option("--full", is_flag=True, help="Do not shorten observations.")
 @click.option("--credit", is_flag=True, help="Summarise credit assignment per training iteration.")
 @_db_option
@@ -159,7 +192,7 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
     from agentrl.store.db import open_store
     from agentrl.store import queries as q
 
-    store = open_store(db, create=False)
+    store = open_store(db, create=False, readonly=True)
     if episode_id is not None:
         ep = q.get_episode(store, episode_id)
         advs = q.advantages_for_episode(store, ep.id)
@@ -173,7 +206,7 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
         return
     if run_ref is None:
         raise UserError("give a RUN (see `agentrl runs`) or --episode ID")
-    run = q.get_run(store, run_ref)
+    run = q.get_run(store, run_ref, kind="train" if credit else None)
     if credit:
         rows = q.credit_summary(store, run.id)
         if as_json:
@@ -182,7 +215,7 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
         if not rows:
             raise UserError(f"run {run.id} has no stored advantages (only training runs have them)")
         keys = [k for k in rows[0] if k not in ("iteration", "method")]
-        t = Table(title=f"credit assignment in run {run.id} ({rows[0]['method']})")
+        t = Table(title=f"credit assignment in run {run.id} ({_lit(rows[0]['method'])})")
         for col in ["iter", *keys]:
             t.add_column(col, justify="right")
         for r in rows:
@@ -190,15 +223,21 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
                                               (str(r[k]) if isinstance(r[k], int) else f"{r[k]:.4g}")) for k in keys])
         out.print(t)
         return
+    if iteration is not None:  # an iteration the run does not have is a mistake, not an empty table
+        have = q.episode_iterations(store, run.id, split=split)
+        if iteration not in have:
+            what = f"{split} episodes" if split else "episodes"
+            raise UserError(f"run {run.id} has no {what} at iteration {iteration} (iterations with {what}: "
+                            f"{', '.join(map(str, have)) or 'none'})")
     eps = q.episodes(store, run.id, iteration=iteration, split=split, failed=failed)
     if as_json:
         _print_json([_episode_json(e, steps=False) for e in eps])
         return
-    t = Table(title=f"run {run.id} ({run.name}, {q.display_status(run)}): {len(eps)} episodes")
+    t = Table(title=f"run {run.id} ({_lit(run.name)}, {q.display_status(run)}): {len(eps)} episodes")
     for col in ("episode", "iter", "split", "task", "status", "won", "return", "length"):
         t.add_column(col)
     for e in eps:
-        t.add_row(str(e.id), str(e.iteration), e.split, e.task_id, e.status, "yes" if e.won else "no",
+        t.add_row(str(e.id), str(e.iteration), _lit(e.split), _lit(e.task_id), _lit(e.status), "yes" if e.won else "no",
                   f"{e.ret:.2f}", str(e.info.get("length", len(e.steps))))
     out.print(t)
     n = len(eps)
@@ -219,9 +258,9 @@ def _episode_json(ep, steps: bool = True) -> dict:
 
 def _print_episode(ep, advs: dict, full: bool) -> None:
     n = None if full else 300
-    out.print(f"[bold]episode {ep.id}[/] run {ep.info.get('run_id')} · {ep.split} · iteration {ep.iteration} · "
-              f"task {ep.task_id} · group {ep.group_id} · policy {ep.policy}")
-    out.print(f"goal: {ep.goal}")
+    out.print(f"[bold]episode {ep.id}[/] run {ep.info.get('run_id')} · {_lit(ep.split)} · iteration {ep.iteration} · "
+              f"task {_lit(ep.task_id)} · group {_lit(ep.group_id)} · policy {_lit(ep.policy)}")
+    out.print(f"goal: {_lit(ep.goal)}")
     t = Table(show_lines=True)
     for col in ("t", "observation", "adm.", "action", "generated", "reward", "return", "advantage"):
         t.add_column(col)
@@ -236,38 +275,48 @@ def _print_episode(ep, advs: dict, full: bool) -> None:
         gen = "" if st.raw == st.action else _short(st.raw, 80)
         flag = "" if st.valid else " [red](invalid)[/]"
         obs = st.observation if full else _short(st.observation, n)
-        t.add_row(str(st.t), obs, "-" if st.admissible is None else str(len(st.admissible)),
-                  st.action + flag, gen, f"{st.reward:+.2f}", f"{cum:.2f}", adv)
+        t.add_row(str(st.t), _lit(obs), "-" if st.admissible is None else str(len(st.admissible)),
+                  _lit(st.action) + flag, _lit(gen), f"{st.reward:+.2f}", f"{cum:.2f}", adv)
     out.print(t)
     final = ep.final_observation if full else _short(ep.final_observation, n)
-    out.print(f"final observation: {final}")
+    out.print(f"final observation: {_lit(final)}")
     status = f"status {ep.status}, {'won' if ep.won else 'not won'}, return {ep.ret:.2f}, length {len(ep.steps)}"
     if ep.error:
-        status += f", error: {ep.error}"
+        status += f", error: {_lit(ep.error)}"
     out.print(status)
 
 
 # -- replay --------------------------------------------------------------------------------
-@cli.command("replay")
+@cli.command("replay", short_help="Re-execute a stored episode and check it.")
 @click.argument("episode_id", required=False)
 @click.option("--policy", "policy_ref", default=None, metavar="RUN[:N]",
               help="Let checkpoint N (default: last) of training run RUN continue the episode.")
-@click.option("--from-step", type=click.IntRange(min=0), default=0, help="With --policy: replay this many stored steps first.")
+@click.option("--from-step", type=click.IntRange(min=0), default=None,
+              help="With --policy: replay this many stored steps first (default 0).")
 @click.option("--failed", "failed_run", default=None, metavar="RUN",
-              help="With --policy: continue every failed eval episode of RUN and count how many are now won.")
+              help="With --policy: retry every failed episode of RUN's final eval and count how many are now won.")
+@click.option("--iteration", "eval_iteration", type=int, default=None,
+              help="With --failed: the eval of this iteration instead of the final one (0: before training).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_db_option
 @_json_option
-def replay_cmd(episode_id, policy_ref, from_step, failed_run, no_progress, db, as_json):
+def replay_cmd(episode_id, policy_ref, from_step, failed_run, eval_iteration, no_progress, db, as_json):
     """Re-execute a stored episode and check every observation and reward; or, with --policy,
     let a checkpoint continue stored episodes."""
     from agentrl.store.db import open_store
 
-    store = open_store(db, create=False)
+    if policy_ref is None and from_step is not None:
+        raise UserError("--from-step needs --policy RUN[:N] (the checkpoint that continues after the replayed steps)")
+    if policy_ref is None and failed_run is not None:
+        raise UserError("--failed needs --policy RUN[:N] (the checkpoint that retries the failed episodes)")
+    if eval_iteration is not None and failed_run is None:
+        raise UserError("--iteration needs --failed RUN (it picks which of RUN's evals to retry)")
+    store = open_store(db, create=False, readonly=policy_ref is None)  # --policy stores a new run
     if policy_ref is not None:
-        _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, no_progress, as_json)
+        _replay_with_policy(store, episode_id, policy_ref, from_step or 0, failed_run, eval_iteration,
+                            no_progress, as_json)
         return
-    if failed_run is not None or episode_id is None:
+    if episode_id is None:
         raise UserError("give an EPISODE_ID (and --policy RUN[:N] to let a checkpoint continue it)")
     from agentrl.replay import replay_episode
 
@@ -280,78 +329,107 @@ def replay_cmd(episode_id, policy_ref, from_step, failed_run, no_progress, db, a
                      "first_divergence": None if bad is None else asdict(bad),
                      "steps": [asdict(s) for s in report.steps]})
     else:
-        t = Table(title=f"replay of episode {report.episode_id} ({report.task_id})")
+        t = Table(title=f"replay of episode {report.episode_id} ({_lit(report.task_id)})")
         for col in ("t", "action", "observation", "reward"):
             t.add_column(col)
         for s in report.steps:
-            t.add_row("reset" if s.t < 0 else str(s.t), s.action,
+            t.add_row("reset" if s.t < 0 else str(s.t), _lit(s.action),
                       "[green]match[/]" if s.obs_match else "[red]DIFFERS[/]",
                       "[green]match[/]" if s.reward_match else f"[red]{s.stored_reward} vs {s.replay_reward}[/]")
         out.print(t)
         if bad is None:
             out.print(f"[green]full match[/]: {len(report.steps) - 1} steps")
         else:
-            where = "the reset observation" if bad.t < 0 else f"step {bad.t} (action '{bad.action}')"
-            out.print(f"[red]diverges at {where}[/]" + (f": {bad.error}" if bad.error else ""))
+            where = "the reset observation" if bad.t < 0 else f"step {bad.t} (action '{_lit(bad.action)}')"
+            out.print(f"[red]diverges at {where}[/]" + (f": {_lit(bad.error)}" if bad.error else ""))
             if not bad.obs_match:
-                out.print(f"  stored:   {_short(bad.stored_obs, 300)}")
-                out.print(f"  replayed: {_short(bad.replay_obs, 300)}")
+                out.print(f"  stored:   {_lit(_short(bad.stored_obs, 300))}")
+                out.print(f"  replayed: {_lit(_short(bad.replay_obs, 300))}")
     if bad is not None:
         sys.exit(1)
 
 
-def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, no_progress, as_json):
+def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, eval_iteration, no_progress, as_json):
     from dataclasses import asdict
 
-    from agentrl.replay import continue_episodes
+    from agentrl import replay
     from agentrl.store import queries as q
 
+    which = None  # with --failed: which eval of the run, in words
     if failed_run is not None:
         run = q.get_run(store, failed_run)
-        ids = [e.id for e in q.episodes(store, run.id, split="eval", failed=True)]
+        evals = q.episode_iterations(store, run.id, split="eval")
+        if not evals:
+            raise UserError(f"run {run.id} has no eval episodes")
+        if eval_iteration is None:
+            eval_iteration = evals[-1]
+            which = f"run {run.id}'s final eval (iteration {eval_iteration})"
+        elif eval_iteration not in evals:
+            raise UserError(f"run {run.id} has no eval at iteration {eval_iteration} "
+                            f"(iterations with eval episodes: {', '.join(map(str, evals))})")
+        else:
+            which = f"run {run.id}'s eval at iteration {eval_iteration}"
+        ids = [e.id for e in q.episodes(store, run.id, iteration=eval_iteration, split="eval", failed=True)]
         if not ids:
-            raise UserError(f"run {run.id} has no failed eval episodes")
+            raise UserError(f"{which} has no failed episodes")
+        if not as_json:
+            err.print(f"retrying the {len(ids)} failed episodes of {which}", markup=False, highlight=False)
     elif episode_id is not None:
         ids = [q.get_episode(store, episode_id).id]
     else:
         raise UserError("give an EPISODE_ID or --failed RUN")
-    new_run, conts = continue_episodes(store, ids, policy_ref, from_step, console=err,
-                                       show_progress=not no_progress and not as_json)
+    new_run, conts = replay.continue_episodes(store, ids, policy_ref, from_step, console=err,
+                                              show_progress=not no_progress and not as_json)
     won = sum(c.won for c in conts)
     if as_json:
-        _print_json({"run": new_run, "episodes": len(conts), "now_won": won, "continuations": [asdict(c) for c in conts]})
+        _print_json({"run": new_run, "episodes": len(conts), "now_won": won,
+                     "eval_run": run.id if failed_run is not None else None,
+                     "eval_iteration": eval_iteration if failed_run is not None else None,
+                     "continuations": [asdict(c) for c in conts]})
         return
-    t = Table(title=f"{policy_ref} continues {len(conts)} episode(s) from step {from_step} (stored as run {new_run})")
+    t = Table(title=f"{_lit(policy_ref)} continues {len(conts)} episode(s) from step {from_step} "
+                    f"(stored as run {new_run})")
     for col in ("episode", "task", "was", "now", "length", "new episode"):
         t.add_column(col)
     for c in conts:
-        t.add_row(str(c.episode_id), c.task_id, "won" if c.was_won else "lost",
+        t.add_row(str(c.episode_id), _lit(c.task_id), "won" if c.was_won else "lost",
                   "[green]won[/]" if c.won else "lost", str(c.length), str(c.new_episode_id))
     out.print(t)
-    out.print(f"now won: {won}/{len(conts)}")
+    out.print(f"now won {won} of {len(conts)}" + (f" (the failed episodes of {which})" if which else ""),
+              markup=False, highlight=False)
 
 
 # -- export --------------------------------------------------------------------------------
-@cli.command("export")
+@cli.command("export", short_help="Export a run as JSON lines.")
 @click.argument("run_ref")
-@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl",
+              help="Output format: jsonl, one JSON object per line (the only format so far).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
               help="Output file (default stdout).")
 @_db_option
 def export_cmd(run_ref, fmt, output, db):
-    """Export a run's episodes (with every step and token ids) as JSON lines."""
+    """Export a run as JSON lines: a run header, then every episode with its steps.
+
+    The header holds the recipe, the metrics of every iteration and the checkpoints; each
+    step holds its token ids, log-probs, stored advantages and signals. Field names are
+    documented in agentrl/store/export.py."""
     from agentrl.store.db import open_store
     from agentrl.store import queries as q
 
-    store = open_store(db, create=False)
+    from agentrl.store.export import export_jsonl
+
+    store = open_store(db, create=False, readonly=True)
     run = q.get_run(store, run_ref)
-    with click.open_file(output, "w") as f:
-        for ep in q.episodes(store, run.id, with_steps=True):
-            f.write(json.dumps(_episode_json(ep), default=str) + "\n")
+    try:  # a missing or unwritable folder is an input error (exit 2), not an unexpected one
+        f = click.open_file(output, "w")
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    with f:
+        export_jsonl(store, run, f)
 
 
 # -- plot ----------------------------------------------------------------------------------
-@cli.command("plot")
+@cli.command("plot", short_help="Plot per-iteration curves of runs.")
 @click.argument("run_refs", nargs=-1, required=True)
 @click.option("--output", "-o", default=None, help="PNG path (default <name>-<id>.png here).")
 @_db_option
@@ -360,13 +438,13 @@ def plot_cmd(run_refs, output, db):
     from agentrl.plot import plot_run, plot_runs
     from agentrl.store.db import open_store
 
-    store = open_store(db, create=False)
+    store = open_store(db, create=False, readonly=True)
     path = plot_run(store, run_refs[0], output) if len(run_refs) == 1 else plot_runs(store, list(run_refs), output)
-    out.print(f"wrote {path}")
+    out.print(f"wrote {path}", markup=False, highlight=False)
 
 
 # -- envs ----------------------------------------------------------------------------------
-@cli.group("envs")
+@cli.group("envs", short_help="Environment suites: list, build.")
 def envs_group():
     """Environment suites: list them, build their games."""
 
@@ -376,27 +454,34 @@ def envs_group():
 def envs_list(as_json):
     """List env adapters and task suites."""
     from agentrl.envs.registry import list_envs
-    from agentrl.envs.suites import list_suites
+    from agentrl.envs.suites import scan_suites
 
-    suites = list_suites()
+    suites, broken = scan_suites()  # a broken file is flagged, the valid suites are still listed (exit 0)
+    for path, why in broken:
+        click.echo(f"warning: skipped invalid suite file {path.name}: {why}", err=True)
     if as_json:
         _print_json({"adapters": list_envs(), "suites": [
             {"name": s.name, "env": s.env, "train": len(s.train), "eval": len(s.eval),
-             "description": s.description} for s in suites]})
+             "description": s.description} for s in suites],
+            "invalid": [{"file": str(p), "error": why} for p, why in broken]})
         return
-    out.print("adapters: " + ", ".join(list_envs()))
+    out.print("adapters: " + ", ".join(list_envs()), markup=False, highlight=False)
     t = Table(title="suites")
     for col in ("name", "env", "train", "eval", "description"):
         t.add_column(col)
     for s in suites:
-        t.add_row(s.name, s.env, str(len(s.train)), str(len(s.eval)), s.description)
+        t.add_row(_lit(s.name), _lit(s.env), str(len(s.train)), str(len(s.eval)), _lit(s.description))
+    for path, why in broken:
+        t.add_row(_lit(path.stem), "[red]invalid[/]", "-", "-", _lit(why))
     out.print(t)
 
 
-@envs_group.command("build")
+@envs_group.command("build", short_help="Generate and cache a suite's games.")
 @click.argument("suite")
-@click.option("--split", type=click.Choice(["train", "eval", "all"]), default="all")
-@click.option("--workers", type=click.IntRange(min=1), default=max(1, os.cpu_count() or 1))
+@click.option("--split", type=click.Choice(["train", "eval", "all"]), default="all",
+              help="Build the games of this split only (default: all).")
+@click.option("--workers", type=click.IntRange(min=1), default=max(1, os.cpu_count() or 1),
+              help="Parallel generator processes (default: the number of CPUs).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="alfworld: number of games to generate.")
 @click.option("--seed", type=int, default=0, help="alfworld: sampling seed.")
 @click.option("--task-types", default=None, help="alfworld: comma-separated task types.")
@@ -409,14 +494,101 @@ def envs_build(suite, split, workers, n, seed, task_types, floorplans, small):
     built = build(suite, split=split, workers=workers, n=n, seed=seed,
                   task_types=task_types.split(",") if task_types else None,
                   floorplans=floorplans.split(",") if floorplans else None, small=small, console=err)
-    out.print(f"{len(built)} games ready for {suite}")
+    out.print(f"{len(built)} games ready for {suite}", markup=False, highlight=False)
+
+
+# -- recipes -------------------------------------------------------------------------------
+@cli.group("recipes", short_help="Packaged recipes: list, show, copy.")
+def recipes_group():
+    """The packaged recipes: list them, show one, copy one to edit. `agentrl train NAME` runs one by name."""
+
+
+@recipes_group.command("list", short_help="List the packaged recipes.")
+@_json_option
+def recipes_list(as_json):
+    """List the packaged recipes and their descriptions."""
+    from agentrl.recipe_files import describe, recipe_names, recipe_path
+
+    rows = [(name, *describe(recipe_path(name))) for name in recipe_names()]
+    if as_json:
+        _print_json([{"name": n, "command": c, "description": d, "file": str(recipe_path(n))} for n, c, d in rows])
+        return
+    t = Table(title="recipes")
+    for col in ("name", "description", "command"):
+        t.add_column(col)
+    for name, command, description in rows:
+        t.add_row(_lit(name), _lit(description), _lit(command))
+    out.print(t)
+
+
+@recipes_group.command("show", short_help="Print a packaged recipe's YAML.")
+@click.argument("name")
+def recipes_show(name):
+    """Print the packaged recipe NAME (its YAML, as it is)."""
+    from agentrl.recipe_files import recipe_path
+
+    click.echo(recipe_path(name).read_text(encoding="utf-8"), nl=False)
+
+
+@recipes_group.command("copy")
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
+def recipes_copy(name, dest, force):
+    """Copy a packaged recipe to a file to edit.
+
+    Writes the recipe NAME to DEST (default ./NAME.yaml; DEST a folder: DEST/NAME.yaml)."""
+    from pathlib import Path
+
+    from agentrl.recipe_files import describe, recipe_path
+
+    src = recipe_path(name)
+    target = Path(dest) if dest else Path(f"{name}.yaml")
+    if target.is_dir():
+        target = target / f"{name}.yaml"
+    if target.exists() and not force:
+        raise UserError(f"{target} exists (give another DEST, or --force to overwrite it)")
+    try:
+        target.write_bytes(src.read_bytes())
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
+    words = describe(src)[0].split()
+    verb = words[1] if len(words) > 1 and words[1] in ("train", "eval") else "train"
+    out.print(f"wrote {target}; run it with: agentrl {verb} {target}", markup=False, highlight=False)
+
+
+def _stdout_closed() -> bool:
+    """Whether our stdout is a pipe nobody reads any more (a BrokenPipeError can also come from an
+    env worker's pipe: that one is a failure, not the end of the output)."""
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def main() -> None:
     debug = bool(os.environ.get("AGENTRL_DEBUG"))
     try:
         rc = cli.main(standalone_mode=False, prog_name="agentrl")
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
         sys.exit(rc if isinstance(rc, int) else 0)
+    except (BrokenPipeError, _PipeBroke) as e:
+        if isinstance(e, _PipeBroke):
+            e = e.args[0]
+        if not (isinstance(e, _OutputClosed) or _stdout_closed()):
+            if debug:
+                raise
+            click.echo(f"error: unexpected {type(e).__name__}: {e} (set AGENTRL_DEBUG=1 for the traceback)", err=True)
+            sys.exit(1)
+        # `agentrl export 1 | head`: the reader has what it wanted; end quietly, like Unix tools
+        # (stdout onto /dev/null, so that flushing at exit cannot fail again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(1)

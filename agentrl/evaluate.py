@@ -11,10 +11,9 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from agentrl.checks import check_model_device, checked_suite
 from agentrl.config import Recipe, recipe_to_yaml
 from agentrl.envs.pool import EnvPool
-from agentrl.envs.registry import check_tasks
-from agentrl.envs.suites import load_suite
 from agentrl.errors import WorkError
 from agentrl.policy.factory import make_policy
 from agentrl.rollout import RolloutStats, clear_stop, group_specs, request_stop, run_episodes, stop_requested
@@ -61,8 +60,7 @@ def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: Rollou
 
 
 def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
-    tasks = load_suite(recipe.env.suite).eval
-    check_tasks(tasks)
+    tasks = checked_suite(recipe, ("eval",)).eval  # UserError on an empty eval split or a bad task id
     n = episodes or recipe.eval.episodes or len(tasks)
     return [tasks[i % len(tasks)] for i in range(n)]
 
@@ -106,7 +104,9 @@ def rollout_with_progress(recipe: Recipe, policy, policy_name: str, specs, store
         concurrency = recipe.rollout.batch_size if recipe.policy == "llm" else max(8, 2 * max(1, recipe.env.workers))
     with progress_bar(console, show_progress) as progress, \
             EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
-        bar = progress.add_task(description, total=len(specs), won=0)
+        from rich.markup import escape  # the description holds suite and policy names: print them literally
+
+        bar = progress.add_task(escape(description), total=len(specs), won=0)
 
         def on_episode(rec: EpisodeRecord) -> None:
             store.write_episode(rec, run_id)
@@ -124,6 +124,7 @@ def run_eval(recipe: Recipe, store: Store, episodes: int | None = None, adapter_
              show_progress: bool = True) -> EvalSummary:
     console = console or Console(stderr=True)
     tasks = eval_tasks(recipe, episodes)  # validates the suite before anything is written
+    check_model_device(recipe)  # before a model is loaded
     policy, name = make_policy(recipe, greedy=recipe.eval.greedy, adapter_path=adapter_path)
     run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="eval", parent_run_id=parent_run_id)
     specs = group_specs(tasks, recipe.eval.group_size, "eval", 0, recipe.seed)

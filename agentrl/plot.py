@@ -4,8 +4,9 @@ Reads only the `iterations` table (one row per iteration, metrics JSON). A train
 stores iteration 0 = the held-out eval before training, then one row per training
 iteration with `success`, `return`, `loss`, `kl`, ... and `eval_success` /
 `eval_return` on iterations that had an eval. An eval run stores one row (index 0)
-whose metrics are `{"eval": {"success", "mean_return", ...}}`; it is plotted as a
-single eval point.
+whose metrics are `{"eval": {"success", "mean_return", ...}}`: `run_curves` reads it as a
+single eval point, and `plot_run` / `plot_runs` refuse it (one point on an iteration axis
+means nothing; `agentrl runs` / `inspect` show its result).
 
 Drawing uses matplotlib's object API on an Agg canvas (no pyplot, no global
 backend state, no display needed).
@@ -39,6 +40,7 @@ class Curves:
 
     run_id: int
     label: str
+    kind: str = "train"
     series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
 
 
@@ -64,7 +66,7 @@ def run_curves(store: Store, run_ref: str | int) -> Curves:
     rows = queries.iterations(store, run.id)
     if not rows:
         raise UserError(f"run {run.id} ({run.name}) has no iterations to plot yet")
-    curves = Curves(run.id, f"{run.name} #{run.id}")
+    curves = Curves(run.id, f"{run.name} #{run.id}", run.kind)
     keys = {k for _, _, train, ev in PANELS for k in (train, ev) if k}
     for row in rows:
         metrics = _flatten(row["metrics"])
@@ -75,6 +77,14 @@ def run_curves(store: Store, run_ref: str | int) -> Curves:
                 xs.append(int(row["index"]))
                 ys.append(v)
     return curves
+
+
+def _plottable(c: Curves) -> Curves:
+    """Only training runs have curves: an eval run is one evaluation, not a series."""
+    if c.kind != "train":
+        raise UserError(f"run {c.run_id} is an {c.kind} run: one evaluation, no curves per iteration to plot "
+                        f"(see `agentrl runs` or `agentrl inspect {c.run_id}`)")
+    return c
 
 
 def _resolve_out(out_path: str | Path | None, default_name: str) -> Path:
@@ -126,7 +136,7 @@ def plot_run(store: Store, run_ref: str | int, out_path: str | Path | None = Non
 
     Default output: `<run name>-<run id>.png` in the current directory (a directory
     given as `out_path` gets that name inside it)."""
-    c = run_curves(store, run_ref)
+    c = _plottable(run_curves(store, run_ref))
     name = c.label.rsplit(" #", 1)[0]
     out = _resolve_out(out_path, f"{_safe(name)}-{c.run_id}.png")
     draw([c], f"run {c.run_id}: {name}").savefig(out, dpi=100)
@@ -139,7 +149,7 @@ def plot_runs(store: Store, run_refs: list[str | int], out_path: str | Path | No
     Default output: `compare-<id>-<id>....png` in the current directory."""
     if not run_refs:
         raise UserError("no runs given to compare")
-    curves = [run_curves(store, ref) for ref in run_refs]
+    curves = [_plottable(run_curves(store, ref)) for ref in run_refs]
     ids = "-".join(str(c.run_id) for c in curves)
     out = _resolve_out(out_path, f"compare-{ids}.png")
     draw(curves, "runs " + ", ".join(c.label for c in curves)).savefig(out, dpi=100)

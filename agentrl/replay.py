@@ -112,6 +112,9 @@ def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, fro
             raise UserError(f"episode {ep.id} has {len(ep.steps)} steps; --from-step {from_step} is past its end")
         specs.append(EpisodeSpec(ep.task_id, f"replay/{ep.id}", ep.seed, "eval", 0,
                                  forced=[s.action for s in ep.steps[:from_step]]))
+    from agentrl.checks import check_model_device
+
+    check_model_device(recipe)  # before the model is loaded
     policy, name = make_policy(recipe, greedy=True, adapter_path=adapter)
     new_run = store.create_run(f"replay-{run_id}", recipe_to_yaml(recipe), kind="eval", parent_run_id=run_id)
     recs, _ = rollout_with_progress(recipe, policy, name, specs, store, new_run,

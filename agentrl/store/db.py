@@ -2,6 +2,11 @@
 
 SQLite in WAL mode with a busy timeout, so `inspect` can read while a run writes.
 One transaction per finished episode: a crash loses at most the episodes in flight.
+
+Commands that only read (`runs`, `inspect`, `export`, `replay` without --policy, `plot`) open
+the database read-only (`readonly=True`): SQLite's `mode=ro`, so they work on a database they
+may not write; and in a folder where SQLite cannot create the WAL index (`-shm`) either, as
+`immutable=1` (nothing can be writing to a database in a read-only folder).
 """
 
 from __future__ import annotations
@@ -54,11 +59,29 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Store:
-    """A handle on one runs database."""
+def _connect_readonly(path: Path):
+    """A read-only sqlite3 connection: `mode=ro`; where that cannot open the database because
+    its folder does not let SQLite create the WAL files, `immutable=1`."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # opening is lazy: this reads the file (and WAL)
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if "unable to open" not in str(e) or os.access(path.resolve().parent, os.W_OK):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False)
 
-    def __init__(self, path: str | Path, create: bool = True):
+
+class Store:
+    """A handle on one runs database. `readonly=True` opens an existing one read-only (no writes
+    are possible through it; nothing is created)."""
+
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        create = create and not readonly
         if not create and not self.path.exists():
             raise UserError(f"no database at {self.path} (run `agentrl eval` or `agentrl train` first, or pass --db)")
         if self.path.exists() and self.path.is_dir():
@@ -68,7 +91,10 @@ class Store:
             raise UserError(f"cannot create database {self.path}: directory {parent} does not exist")
         if create and not self.path.exists() and not os.access(parent, os.W_OK):
             raise UserError(f"cannot create database {self.path}: directory {parent} is not writable")
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
+        if readonly:
+            self.engine = create_engine("sqlite://", creator=lambda: _connect_readonly(self.path))
+        else:
+            self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
         event.listen(self.engine, "connect", _set_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._check_and_init(create)
@@ -79,7 +105,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA schema_version").fetchone()  # fails on non-SQLite files
                 mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-                if mode != "wal":
+                if mode != "wal" and not self.readonly:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                 names = {r[0] for r in conn.exec_driver_sql(
                     "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -110,6 +136,9 @@ class Store:
             msg = str(getattr(e, "orig", e))
             if "not a database" in msg or "malformed" in msg:
                 raise UserError(f"{self.path}: not an SQLite database ({msg})") from None
+            if self.readonly and "unable to open" in msg:
+                raise UserError(f"{self.path}: cannot open the database for reading ({msg}); "
+                                f"check permissions of the file and its directory") from None
             if "readonly" in msg or "unable to open" in msg or "read-only" in msg:
                 raise UserError(f"{self.path}: cannot open the database for writing ({msg}); "
                                 f"check permissions of the file and its directory") from None
@@ -214,5 +243,7 @@ class Store:
         return str(p if p.is_absolute() else self.path.resolve().parent / p)
 
 
-def open_store(path: str | Path | None = None, create: bool = True) -> Store:
-    return Store(path or default_db_path(), create=create)
+def open_store(path: str | Path | None = None, create: bool = True, readonly: bool = False) -> Store:
+    """The store at `path` (default: $AGENTRL_DB or ./runs.db). `readonly=True` for commands that
+    only read: the database must exist and is opened read-only."""
+    return Store(path or default_db_path(), create=create, readonly=readonly)

@@ -35,6 +35,11 @@ def display_status(run: Run) -> str:
 
 
 def list_runs(store: Store) -> list[dict[str, Any]]:
+    """Runs with their episode counts and held-out success. A training run evaluates before
+    training (iteration 0), maybe every `eval_every` iterations, and after its last iteration:
+    `eval_success` is its last eval after iteration 0 (None until there is one), `eval_before`
+    the one at iteration 0. An eval run has one eval: `eval_success`, and `eval_before` None.
+    `eval_iteration` / `eval_episodes`: the iteration and size of the eval `eval_success` is of."""
     with store.session() as s:
         runs = s.scalars(select(Run).order_by(Run.id)).all()
         stats = {
@@ -44,23 +49,36 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
                        func.sum(cast(EpisodeRow.won, Integer)), func.max(EpisodeRow.iteration))
                 .group_by(EpisodeRow.run_id))
         }
-        evals = {
-            r[0]: (r[1], r[2])
-            for r in s.execute(
-                select(EpisodeRow.run_id, func.count(EpisodeRow.id), func.sum(cast(EpisodeRow.won, Integer)))
-                .where(EpisodeRow.split == "eval").group_by(EpisodeRow.run_id))
-        }
+        evals: dict[int, dict[int, tuple[int, int]]] = {}  # run -> iteration -> (episodes, won)
+        for run_id, it, n, won in s.execute(
+                select(EpisodeRow.run_id, EpisodeRow.iteration, func.count(EpisodeRow.id),
+                       func.sum(cast(EpisodeRow.won, Integer)))
+                .where(EpisodeRow.split == "eval").group_by(EpisodeRow.run_id, EpisodeRow.iteration)):
+            evals.setdefault(run_id, {})[it] = (n, won or 0)
     out = []
     for r in runs:
         n, won, last_it = stats.get(r.id, (0, 0, None))
-        en, ewon = evals.get(r.id, (0, 0))
+        ev = evals.get(r.id, {})
+        before = ev.get(0) if r.kind == "train" else None
+        final_it = max((i for i in ev if r.kind != "train" or i > 0), default=None)
+        en, ewon = ev[final_it] if final_it is not None else (0, 0)
         out.append({
             "id": r.id, "name": r.name, "kind": r.kind, "status": display_status(r),
             "created_at": r.created_at.strftime("%Y-%m-%d %H:%M:%S"), "episodes": n or 0,
-            "eval_episodes": en or 0, "eval_success": (ewon or 0) / en if en else None,
+            "eval_episodes": en, "eval_success": ewon / en if en else None, "eval_iteration": final_it,
+            "eval_before": before[1] / before[0] if before else None,
             "last_iteration": last_it,
         })
     return out
+
+
+def episode_iterations(store: Store, run_id: int, split: str | None = None) -> list[int]:
+    """The iterations of a run that have episodes (of `split`), ascending."""
+    q = select(EpisodeRow.iteration).where(EpisodeRow.run_id == run_id).distinct()
+    if split is not None:
+        q = q.where(EpisodeRow.split == split)
+    with store.session() as s:
+        return sorted(s.scalars(q).all())
 
 
 def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
