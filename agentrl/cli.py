@@ -100,7 +100,7 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
 
     adapter, parent = None, None
     if run_ref is not None:
-        from agentrl.train import resolve_checkpoint
+        from agentrl.command import resolve_checkpoint
 
         store = open_store(db, create=False)
         rec, adapter, parent = resolve_checkpoint(store, run_ref, checkpoint, overrides)
@@ -138,6 +138,9 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
 
     if resume is None and recipe is None:
         raise UserError("give a RECIPE or --resume RUN")
+    if resume is not None and recipe is not None:
+        raise UserError("give a RECIPE or --resume RUN, not both (a resumed run uses its stored recipe; "
+                        "change it with --set)")
     rec = load_recipe(recipe, overrides) if resume is None else None
     store = open_store(db, create=resume is None)
     summary = run_train(rec, store, resume=resume, overrides=overrides if resume else (), console=err,

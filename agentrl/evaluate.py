@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agentrl.checks import check_model_device, checked_suite
+from agentrl.command import rollout_with_progress, sigterm_as_interrupt
 from agentrl.config import Recipe, recipe_to_yaml
-from agentrl.envs.pool import EnvPool
 from agentrl.errors import WorkError
 from agentrl.policy.factory import make_policy
-from agentrl.rollout import RolloutStats, clear_stop, group_specs, request_stop, run_episodes, stop_requested
+from agentrl.rollout import RolloutStats, group_specs
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
 
@@ -63,60 +59,6 @@ def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
     tasks = checked_suite(recipe, ("eval",)).eval  # UserError on an empty eval split or a bad task id
     n = episodes or recipe.eval.episodes or len(tasks)
     return [tasks[i % len(tasks)] for i in range(n)]
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C: the run is marked interrupted, finished episodes are kept.
-
-    The first SIGTERM asks the rollout to stop at the next turn boundary (never inside a database
-    write or an env request); a second one interrupts at once."""
-    def handler(signum, frame):
-        if stop_requested():
-            raise KeyboardInterrupt
-        request_stop()
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    clear_stop()
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-        clear_stop()
-
-
-
-def progress_bar(console: Console, show: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("won {task.fields[won]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=not show, transient=False)
-
-
-def rollout_with_progress(recipe: Recipe, policy, policy_name: str, specs, store: Store, run_id: int,
-                          description: str, console: Console, show_progress: bool,
-                          concurrency: int | None = None) -> tuple[list[EpisodeRecord], RolloutStats]:
-    """Run episodes with a progress bar; each finished episode is committed to the store at once."""
-    recs: list[EpisodeRecord] = []
-    if concurrency is None:
-        concurrency = recipe.rollout.batch_size if recipe.policy == "llm" else max(8, 2 * max(1, recipe.env.workers))
-    with progress_bar(console, show_progress) as progress, \
-            EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
-        from rich.markup import escape  # the description holds suite and policy names: print them literally
-
-        bar = progress.add_task(escape(description), total=len(specs), won=0)
-
-        def on_episode(rec: EpisodeRecord) -> None:
-            store.write_episode(rec, run_id)
-            recs.append(rec)
-            progress.update(bar, advance=1, won=sum(r.won for r in recs))
-
-        stats = run_episodes(specs, policy, pool, recipe.env.max_steps, on_episode,
-                             concurrency=min(concurrency, max(1, len(specs))),
-                             invalid_penalty=recipe.env.invalid_penalty, policy_name=policy_name)
-    return recs, stats
 
 
 def run_eval(recipe: Recipe, store: Store, episodes: int | None = None, adapter_path: str | None = None,

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.console import Console
+
+from agentrl.checks import check_model_device
+from agentrl.command import parse_checkpoint_ref, resolve_checkpoint, rollout_with_progress
+from agentrl.config import recipe_to_yaml
 from agentrl.envs.pool import EnvFailure, EnvPool
+from agentrl.errors import UserError
+from agentrl.policy.factory import make_policy
+from agentrl.rollout import EpisodeSpec
 from agentrl.store.db import Store
 from agentrl.store.queries import get_episode
 from agentrl.store.records import EpisodeRecord
@@ -91,19 +99,7 @@ def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, fro
     """Replay each stored episode's first `from_step` actions, then let checkpoint `policy_ref`
     (`RUN` or `RUN:N`) continue it greedily. Continuations are stored as a new eval run; returns
     (that run's id, one Continuation per episode)."""
-    from rich.console import Console
-
-    from agentrl.config import recipe_to_yaml
-    from agentrl.errors import UserError
-    from agentrl.evaluate import rollout_with_progress
-    from agentrl.policy.factory import make_policy
-    from agentrl.rollout import EpisodeSpec
-    from agentrl.train import resolve_checkpoint
-
-    run_ref, _, it = policy_ref.partition(":")
-    if it and not it.isdigit():
-        raise UserError(f"--policy expects RUN or RUN:N, got '{policy_ref}'")
-    recipe, adapter, run_id = resolve_checkpoint(store, run_ref, int(it) if it else None)
+    recipe, adapter, run_id = resolve_checkpoint(store, *parse_checkpoint_ref(policy_ref, "--policy"))
     recipe = recipe.model_copy(update={"policy": "llm"})
     eps = [get_episode(store, e) for e in episode_ids]
     specs = []
@@ -112,8 +108,6 @@ def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, fro
             raise UserError(f"episode {ep.id} has {len(ep.steps)} steps; --from-step {from_step} is past its end")
         specs.append(EpisodeSpec(ep.task_id, f"replay/{ep.id}", ep.seed, "eval", 0,
                                  forced=[s.action for s in ep.steps[:from_step]]))
-    from agentrl.checks import check_model_device
-
     check_model_device(recipe)  # before the model is loaded
     policy, name = make_policy(recipe, greedy=True, adapter_path=adapter)
     new_run = store.create_run(f"replay-{run_id}", recipe_to_yaml(recipe), kind="eval", parent_run_id=run_id)

@@ -11,21 +11,27 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
+from agentrl.checks import check_model_device, checked_suite
+from agentrl.command import rollout_with_progress, sigterm_as_interrupt
 from agentrl.config import Recipe, recipe_from_dict, recipe_to_yaml
 from agentrl.credit import Episode as CreditEpisode
 from agentrl.credit import Step as CreditStep
-from agentrl.credit import get_method
-from agentrl.envs.registry import check_tasks
-from agentrl.envs.suites import load_suite
+from agentrl.credit import build_credit
 from agentrl.errors import UserError, WorkError
-from agentrl.evaluate import episode_means, rollout_with_progress, sigterm_as_interrupt
+from agentrl.evaluate import episode_means
+from agentrl.learner.checkpoint import checkpoint_iteration, ModelCard, load_checkpoint, save_checkpoint
+from agentrl.learner.lora import add_lora
+from agentrl.learner.samples import episode_samples
+from agentrl.learner.update import Learner
+from agentrl.policy.hf import HFPolicy
+from agentrl.policy.model import base_model_reference, load_model
 from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs
 from agentrl.store import queries as q
 from agentrl.store.db import Store
@@ -41,50 +47,87 @@ class TrainSummary:
     wall_s: float
 
 
-def resolve_checkpoint(store: Store, run_ref: str, iteration: int | None, overrides=()) -> tuple[Recipe, str, int]:
-    """(recipe, adapter dir, run id) of checkpoint `iteration` (default: the last) of a training run."""
-    run = q.get_run(store, run_ref)
-    cps = q.checkpoints(store, run.id)
-    if not cps:
-        raise UserError(f"run {run.id} has no checkpoints")
-    if iteration is None:
-        cp = cps[-1]
-    else:
-        cp = next((c for c in cps if c["iteration"] == iteration), None)
-        if cp is None:
-            raise UserError(f"run {run.id} has no checkpoint {iteration} (have: {', '.join(str(c['iteration']) for c in cps)})")
-    if not Path(cp["path"]).exists():
-        raise UserError(f"checkpoint directory {cp['path']} is missing")
-    recipe = recipe_from_dict(yaml.safe_load(run.recipe), overrides, source=f"run {run.id}")
-    return recipe, cp["path"], run.id
-
-
 def credit_episodes(recs: list[EpisodeRecord]) -> list[CreditEpisode]:
     return [CreditEpisode(group=r.group_id, steps=[
         CreditStep(reward=s.reward, anchor=s.anchor, valid=s.valid, signals=dict(s.info.get("signals", {})))
         for s in r.steps], signals=dict(r.info.get("signals", {}))) for r in recs]
 
 
-def train_samples(recs: list[EpisodeRecord], advs: list[list[float]], tokenizer, action_mode: str,
-                  drop_zero: bool = False):
-    """The policy update's samples: one per step with action tokens. `drop_zero` leaves out the
-    episodes whose advantage is 0 at every step (no PPO gradient without KL/entropy terms)."""
-    from agentrl.learner.batch import StepSample
-    from agentrl.policy.logprobs import allowed_token_ids
+@dataclass
+class RolloutMetrics:
+    """The iteration's training episodes (errored ones left out) and the rollout's counters."""
 
-    out = []
-    for r, adv in zip(recs, advs):
-        if drop_zero and not any(adv):
-            continue
-        for s, a in zip(r.steps, adv):
-            if not s.action_ids:
-                continue
-            allowed = None
-            if action_mode == "admissible" and s.admissible:
-                allowed = allowed_token_ids(tokenizer, s.admissible, s.action_ids)
-            out.append(StepSample(episode=r.id, t=s.t, prompt_ids=s.prompt_ids, action_ids=s.action_ids,
-                                  old_logprobs=s.logprobs, advantage=float(a), allowed=allowed))
-    return out
+    success: float
+    return_: float
+    length: float
+    episodes: int
+    errors: int
+    tokens_per_s: float  # generated tokens per second of policy time
+    dropped_turns: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"success": self.success, "return": self.return_, "length": self.length,
+                "episodes": self.episodes, "errors": self.errors, "rollout_tokens_per_s": self.tokens_per_s,
+                "dropped_turns": self.dropped_turns}
+
+
+@dataclass
+class UpdateMetrics:
+    """The policy update: `Learner.update`'s metrics (empty without samples) and the episodes it used."""
+
+    learner: dict[str, float]
+    episodes: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.learner, "update_episodes": float(self.episodes)}
+
+
+@dataclass
+class EvalMetrics:
+    """A held-out evaluation."""
+
+    success: float
+    return_: float
+    length: float
+    episodes: int
+    wall_s: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"eval_success": self.success, "eval_return": self.return_, "eval_length": self.length,
+                "eval_episodes": self.episodes, "eval_s": self.wall_s}
+
+
+@dataclass
+class Timings:
+    """Wall seconds per phase; None = the phase did not run (left out of the stored dict)."""
+
+    rollout: float = 0.0
+    signals: float = 0.0  # the signal provider's compute (0 without one)
+    credit: float = 0.0
+    update: float = 0.0
+    signals_update: float | None = None
+    checkpoint: float | None = None
+    eval: float | None = None
+    total: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+@dataclass
+class IterationResult:
+    """One training iteration. `metrics()` / `wall.as_dict()` are what the store keeps (the
+    `iterations` table's JSON: plot, inspect, export and bench read those keys)."""
+
+    rollout: RolloutMetrics
+    update: UpdateMetrics
+    credit: dict[str, float]  # the signal provider's compute and update metrics (method-specific)
+    wall: Timings
+    eval: EvalMetrics | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {**self.rollout.as_dict(), **self.update.as_dict(), **self.credit,
+                **(self.eval.as_dict() if self.eval is not None else {})}
 
 
 def _missing(specs: list[EpisodeSpec], stored: list[EpisodeRecord]) -> list[EpisodeSpec]:
@@ -101,19 +144,11 @@ def _missing(specs: list[EpisodeSpec], stored: list[EpisodeRecord]) -> list[Epis
 
 class Trainer:
     def __init__(self, recipe: Recipe, store: Store, console: Console, show_progress: bool = True):
-        from agentrl.learner.lora import add_lora
-        from agentrl.learner.update import Learner
-        from agentrl.policy.hf import HFPolicy
-        from agentrl.policy.model import load_model
-
         if recipe.policy != "llm":
             raise UserError(f"train needs policy: llm (the recipe says '{recipe.policy}')")
         self.recipe, self.store, self.console, self.show = recipe, store, console, show_progress
-        self.suite = load_suite(recipe.env.suite)
-        check_tasks(self.suite.train + self.suite.eval)
-        from agentrl.credit.online import split_params
-
-        self.method = get_method(recipe.credit.method, **split_params(recipe.credit.method, recipe.credit.params())[0])
+        self.suite = checked_suite(recipe, ("train", "eval"))  # empty splits, bad task ids: UserError
+        check_model_device(recipe)  # before the model is loaded
         model, self.tokenizer = load_model(recipe.model, seed=recipe.seed)
         self.model = add_lora(model, recipe.learner)
         self.learner = Learner(self.model, recipe.learner, temperature=recipe.rollout.temperature)
@@ -121,11 +156,9 @@ class Trainer:
         self.eval_policy = HFPolicy(self.model, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy,
                                     seed=recipe.seed)
         self.name = f"llm:{recipe.model.path}"
-        # learned parts of a credit method (SPA estimator, OPRL PRM, IGPO answer probabilities)
-        from agentrl.credit.online import make_signal_provider
-
-        self.signals = make_signal_provider(recipe.credit.method, recipe.credit.params(), self.model,
-                                            self.tokenizer, recipe)
+        # the method and its signal provider (SPA estimator, OPRL PRM, IGPO answer probabilities; None for
+        # grpo, rloo, gigpo), built last: the provider's own weights draw on the torch RNG after the policy's
+        self.credit = build_credit(recipe.credit, self.model, self.tokenizer, recipe)
 
     # -- phases ----------------------------------------------------------------------------
     def _rollout(self, policy, specs, run_id, stored, label) -> tuple[list[EpisodeRecord], RolloutStats]:
@@ -134,7 +167,7 @@ class Trainer:
                                             self.console, self.show) if todo else ([], RolloutStats())
         return stored + recs, stats
 
-    def evaluate(self, run_id: int, iteration: int) -> dict:
+    def evaluate(self, run_id: int, iteration: int) -> EvalMetrics:
         r = self.recipe
         tasks = self.suite.eval[: r.eval.episodes] if r.eval.episodes else self.suite.eval
         specs = group_specs(tasks, r.eval.group_size, "eval", iteration, r.seed, tag="eval/")
@@ -142,8 +175,7 @@ class Trainer:
         t0 = time.perf_counter()
         recs, _ = self._rollout(self.eval_policy, specs, run_id, stored, f"eval @ iteration {iteration}")
         success, ret, length = episode_means(recs)
-        return {"eval_success": success, "eval_return": ret, "eval_length": length,
-                "eval_episodes": len(recs), "eval_s": time.perf_counter() - t0}
+        return EvalMetrics(success, ret, length, len(recs), time.perf_counter() - t0)
 
     def train_specs(self, iteration: int) -> list[EpisodeSpec]:
         r = self.recipe
@@ -153,137 +185,159 @@ class Trainer:
         tasks = rng.sample(pool, k) if k <= len(pool) else [rng.choice(pool) for _ in range(k)]
         return group_specs(tasks, r.rollout.group_size, "train", iteration, r.seed)
 
-    def iteration(self, run_id: int, it: int) -> dict:
+    def iteration(self, run_id: int, it: int) -> IterationResult:
         r = self.recipe
-        wall = {}
+        method, provider = self.credit
+        wall = Timings()
         t0 = time.perf_counter()
         stored = q.episodes(self.store, run_id, iteration=it, split="train", with_steps=True)
         recs, stats = self._rollout(self.policy, self.train_specs(it), run_id, stored, f"rollout {it}")
-        wall["rollout"] = time.perf_counter() - t0
+        wall.rollout = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         recs = [e for e in recs if e.status != "error"]
         signal_metrics: dict = {}
-        if self.signals is not None:  # fills step.info["signals"] / episode.info["signals"]
-            signal_metrics.update(self.signals.compute(recs))
-        wall["signals"] = time.perf_counter() - t0
+        if provider is not None:  # fills step.info["signals"] / episode.info["signals"]
+            signal_metrics.update(provider.compute(recs))
+        wall.signals = time.perf_counter() - t0
         t0 = time.perf_counter()
-        advs = self.method.advantages(credit_episodes(recs))
+        advs = method.advantages(credit_episodes(recs))
         rows = [(s.id, a, dict(s.info.get("signals", {}))) for e, adv in zip(recs, advs) for s, a in zip(e.steps, adv)]
         self.store.write_advantages(r.credit.method, rows)
-        wall["credit"] = time.perf_counter() - t0
+        wall.credit = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         lc = r.learner
         drop = lc.drop_zero_advantage and lc.kl_coef == 0 and lc.entropy_coef == 0
-        samples = train_samples(recs, advs, self.tokenizer, r.rollout.action_mode, drop_zero=drop)
+        samples = episode_samples(recs, advs, self.tokenizer, r.rollout.action_mode, drop_zero=drop)
         lm = self.learner.update(samples) if samples else {}
-        lm["update_episodes"] = len({s.episode for s in samples})
-        wall["update"] = time.perf_counter() - t0
-        if self.signals is not None:  # train the learned part on this batch (after its signals were used)
+        update = UpdateMetrics({k: float(v) for k, v in lm.items()}, len({s.episode for s in samples}))
+        wall.update = time.perf_counter() - t0
+        if provider is not None:  # train the learned part on this batch (after its signals were used)
             t0 = time.perf_counter()
-            signal_metrics.update(self.signals.update(recs))
-            wall["signals_update"] = time.perf_counter() - t0
+            signal_metrics.update(provider.update(recs))
+            wall.signals_update = time.perf_counter() - t0
 
         success, ret, length = episode_means(recs)
-        metrics = {
-            "success": success, "return": ret, "length": length,
-            "episodes": len(recs), "errors": stats.errors,
-            "rollout_tokens_per_s": stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
-            "dropped_turns": stats.dropped_turns,
-            **{k: float(v) for k, v in lm.items()},
-            **{k: float(v) for k, v in signal_metrics.items()},
-        }
-        return {"metrics": metrics, "wall": wall}
+        rollout = RolloutMetrics(success, ret, length, len(recs), stats.errors,
+                                 stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
+                                 stats.dropped_turns)
+        return IterationResult(rollout, update, {k: float(v) for k, v in signal_metrics.items()}, wall)
 
-    def model_card(self, metrics: dict):
-        from agentrl.learner.checkpoint import ModelCard
-        from agentrl.policy.model import base_model_reference
-
+    def model_card(self, metrics: dict) -> ModelCard:
         base, note = base_model_reference(self.recipe.model.path)
         return ModelCard(base, note, recipe_to_yaml(self.recipe),
                          {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, run_id: int, start: int, history: list[dict]) -> TrainSummary:
-        from agentrl.learner.checkpoint import save_checkpoint
-
         r = self.recipe
         t_start = time.perf_counter()
         ckpt_root = Path(r.train.output_dir) / f"{r.name}-{run_id}"
         before = next((h["metrics"].get("eval_success") for h in history if h["index"] == 0), None)
         if start == 1 and before is None:
             ev = self.evaluate(run_id, 0)
-            self.store.add_iteration(run_id, 0, ev, {"eval": ev["eval_s"]})
-            before = ev["eval_success"]
-            self.console.print(f"held-out success before training: {100 * before:.1f}% ({ev['eval_episodes']} episodes)")
+            self.store.add_iteration(run_id, 0, ev.as_dict(), {"eval": ev.wall_s})
+            before = ev.success
+            self.console.print(f"held-out success before training: {100 * before:.1f}% ({ev.episodes} episodes)")
         table = _IterationPrinter(self.console)
+        provider = self.credit.provider
+        after = None
         for it in range(start, r.train.iterations + 1):
             t0 = time.perf_counter()
             res = self.iteration(run_id, it)
-            metrics, wall = res["metrics"], res["wall"]
             last = it == r.train.iterations
             if it % r.train.checkpoint_every == 0 or last:
                 t1 = time.perf_counter()
+                metrics = res.metrics()  # without this iteration's eval, which comes after the checkpoint
                 path = save_checkpoint(ckpt_root / f"iter-{it:04d}", self.model, self.learner.optimizer,
                                        self.learner.scheduler, it, extra={"run_id": run_id},
-                                       extra_state_dicts=self.signals.state_dict() if self.signals else None,
+                                       extra_state_dicts=provider.state_dict() if provider is not None else None,
                                        card=self.model_card(metrics))
                 self.store.add_checkpoint(run_id, it, str(path), metrics)
-                wall["checkpoint"] = time.perf_counter() - t1
+                res.wall.checkpoint = time.perf_counter() - t1
             if last or (r.train.eval_every and it % r.train.eval_every == 0):
-                ev = self.evaluate(run_id, it)
-                metrics.update(ev)
-                wall["eval"] = ev["eval_s"]
-            wall["total"] = time.perf_counter() - t0
+                res.eval = self.evaluate(run_id, it)
+                res.wall.eval = res.eval.wall_s
+                after = res.eval.success
+            res.wall.total = time.perf_counter() - t0
+            metrics, wall = res.metrics(), res.wall.as_dict()
             self.store.add_iteration(run_id, it, metrics, wall)
             table.row(it, metrics, wall)
-        after = metrics.get("eval_success")
         return TrainSummary(run_id, r.train.iterations, before, after, time.perf_counter() - t_start)
 
 
+def _compact(v: float, width: int, rate: bool = False) -> str:
+    """A number in at most `width` characters where possible: 3, 2, then 1 significant digits,
+    exponents without '+' and leading zeros (1.2e-5); rates (tokens/s) as integers first."""
+    tries = ([f"{v:.0f}"] if rate else []) + [f"{v:.{d}g}" for d in (3, 2, 1)]
+    tries = [t.replace("e+0", "e").replace("e-0", "e-").replace("e+", "e") for t in tries]
+    return next((t for t in tries if len(t) <= width), min(tries, key=len))
+
+
+def _seconds(x: float) -> str:
+    """A phase's wall time in at most 4 characters: 59s, 17m, 3h."""
+    if x < 999.5:
+        return f"{x:.0f}s"
+    if x < 59_940:
+        return f"{x / 60:.0f}m"
+    return f"{x / 3600:.0f}h"
+
+
 class _IterationPrinter:
-    COLS = [("iter", None), ("success", "success"), ("return", "return"), ("len", "length"), ("loss", "loss"),
-            ("kl", "kl"), ("clip", "clip_frac"), ("entropy", "entropy"), ("gnorm", "grad_norm"),
-            ("gen tok/s", "rollout_tokens_per_s"), ("learn tok/s", "tokens_per_s"), ("eval", "eval_success")]
+    """One line per training iteration, at most 100 columns: success %, mean return and length,
+    the update's loss / approx. KL / clip fraction / entropy / gradient norm, tokens per second
+    generating (gen/s) and learning (learn/s), held-out success when the iteration had an eval,
+    and the wall time of rollout / update / eval."""
+
+    # header, metric key, width, kind (pct | num | rate)
+    COLS = [("iter", None, 4, ""), ("success", "success", 7, "pct"), ("return", "return", 7, "num"),
+            ("len", "length", 4, "num"), ("loss", "loss", 7, "num"), ("kl", "kl", 7, "num"),
+            ("clip", "clip_frac", 6, "pct"), ("entropy", "entropy", 7, "num"), ("gnorm", "grad_norm", 6, "num"),
+            ("gen/s", "rollout_tokens_per_s", 6, "rate"), ("learn/s", "tokens_per_s", 7, "rate"),
+            ("eval", "eval_success", 6, "pct")]
 
     def __init__(self, console: Console):
         self.console = console
-        self.console.print("  ".join(f"{c:>10}" for c, _ in self.COLS) + "  wall (rollout/update/eval)")
+        self.console.print(" ".join(f"{c:>{w}}" for c, _, w, _ in self.COLS) + " wall r/u/e",
+                           markup=False, highlight=False)
 
     def row(self, it: int, m: dict, wall: dict) -> None:
-        cells = [f"{it:>10}"]
-        for _, key in self.COLS[1:]:
+        cells = [f"{it:>4}"]
+        for _, key, width, kind in self.COLS[1:]:
             v = m.get(key)
             if v is None:
-                cells.append(f"{'-':>10}")
-            elif key in ("success", "eval_success", "clip_frac"):
-                cells.append(f"{100 * v:>9.1f}%")
+                text = "-"
+            elif kind == "pct":
+                text = f"{100 * v:.1f}%"
             else:
-                cells.append(f"{v:>10.3g}")
-        w = "/".join(f"{wall.get(k, 0):.0f}s" for k in ("rollout", "update", "eval"))
-        self.console.print("  ".join(cells) + f"  {w}")
+                text = _compact(float(v), width, rate=kind == "rate")
+            cells.append(f"{text:>{width}}")
+        w = "/".join(_seconds(wall.get(k, 0)) for k in ("rollout", "update", "eval"))
+        self.console.print(" ".join(cells) + f" {w}", markup=False, highlight=False)
 
 
 def run_train(recipe: Recipe | None, store: Store, resume: str | None = None, overrides=(),
               console: Console | None = None, show_progress: bool = True) -> TrainSummary:
     console = console or Console(stderr=True)
-    from agentrl.learner.checkpoint import load_checkpoint
-
     if resume is not None:
-        run = q.get_run(store, resume)
+        run = q.get_run(store, resume, kind="train")
         if run.kind != "train":
             raise UserError(f"run {run.id} is an {run.kind} run, not a training run")
         recipe = recipe_from_dict(yaml.safe_load(run.recipe), overrides, source=f"run {run.id}")
-        trainer = Trainer(recipe, store, console, show_progress)
         cps = q.checkpoints(store, run.id)
+        done = checkpoint_iteration(cps[-1]["path"]) if cps else 0  # checked before a model is loaded
+        if done >= recipe.train.iterations:
+            raise UserError(f"run {run.id} already finished its {recipe.train.iterations} iterations "
+                            f"(raise train.iterations to continue, e.g. --set train.iterations={done + 1})")
+        trainer = Trainer(recipe, store, console, show_progress)
         start = 1
         if cps:
             loaded = load_checkpoint(cps[-1]["path"], trainer.model, trainer.learner.optimizer,
                                      trainer.learner.scheduler)
             start = loaded.iteration + 1
-            if trainer.signals is not None:
-                trainer.signals.load_state_dict(loaded.extra_state_dicts)
+            if trainer.credit.provider is not None:
+                trainer.credit.provider.load_state_dict(loaded.extra_state_dicts)
             console.print(f"resuming run {run.id} after checkpoint {loaded.iteration}")
         run_id = run.id
         store.set_run_status(run_id, "running")

@@ -1,4 +1,5 @@
-"""The learned parts beside the credit methods: SPA's progress estimator, OPRL's PRM loss."""
+"""The learned parts beside the credit methods (`agentrl.signals`): SPA's progress estimator, OPRL's PRM loss,
+and that their torch losses equal the numpy values the credit methods give."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from agentrl.credit import Episode, Step, get_method
-from agentrl.credit.oprl import prm_loss_torch
-from agentrl.credit.spa import EpisodeBuffer, ProgressEstimator, estimate_progress, estimator_loss_torch, fit_estimator
+from agentrl.signals.oprl import prm_loss_torch
+from agentrl.signals.spa import EpisodeBuffer, ProgressEstimator, estimate_progress, estimator_loss_torch, fit_estimator
 
 
 def test_estimator_shapes_and_fresh_output():

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from agentrl.credit.online import IGPOProvider
 from agentrl.learner.update import body_and_head
-from test_credit_online import PLAN, fresh, make_recs, recipe
+from agentrl.signals.igpo import IGPOParams, IGPOProvider
+from test_signals import PLAN, fresh, make_recs, recipe
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def synthetic(vocab: int, seed: int = 0):
 def test_packed_equals_per_pair(tiny, bridge, budget):
     rec = recipe(temperature=0.8, micro_batch_tokens=budget)  # 32: one row per forward; 4096: both rows, padded
     pm = fresh(tiny, rec)
-    prov = IGPOProvider(pm, tiny[1], rec, bridge=bridge)
+    prov = IGPOProvider(pm, tiny[1], rec, IGPOParams(bridge=bridge))
     contexts, truths, groups = synthetic(len(tiny[1]))
     old = prov.answer_probs(contexts, truths)
     assert prov.last_split == (0, len(contexts) - 1)  # 10 pairs, 9 unique

@@ -15,10 +15,11 @@ import torch
 from agentrl.config import ModelConfig, RolloutConfig
 from agentrl.envs.base import Observation
 from agentrl.errors import UserError
+from agentrl.learner import StepSample, sample_logprobs
 from agentrl.policy.base import TurnContext
 from agentrl.policy.constrained import CommandTrie, allowed_token_ids, parse_action
 from agentrl.policy.hf import HFPolicy, _top_p
-from agentrl.policy.logprobs import masked_logprobs, pad_allowed, recompute_logprobs, token_logprobs
+from agentrl.policy.logprobs import logprobs_at, pad_allowed, recompute_logprobs, token_logprobs
 from agentrl.policy.model import builtin_tokenizer, load_model, load_tokenizer, tiny_model
 from agentrl.policy.prompt import Turn, build_prompt, chat_format, system_message, user_message
 
@@ -85,6 +86,15 @@ def _max_diff(model, tok, steps, mode, temperature):
     return max(abs(a - b) for s, x in zip(steps, lp) for a, b in zip(s["lp"], x))
 
 
+def _max_diff_learner(model, tok, steps, mode, temperature, layout):
+    """The learner's own forward (`sample_logprobs`: micro-batches as in the PPO update) vs the stored log-probs."""
+    samples = [StepSample(s["key"], s["t"], s["prompt"], s["ids"], s["lp"], 0.0,
+                          allowed_token_ids(tok, s["adm"], s["ids"]) if mode == "admissible" and s["adm"] else None)
+               for s in steps]
+    lp = sample_logprobs(model, samples, temperature, layout, micro_batch_tokens=512)
+    return max(abs(a - b) for s, x in zip(steps, lp) for a, b in zip(s["lp"], x))
+
+
 LENGTHS = [2, 5, 1, 4, 3, 5]  # episodes finish at different turns; batch_size 4 < 6 forces chunks
 
 
@@ -100,6 +110,8 @@ def test_token_fidelity(kind, mode, kv, history):
     steps = rollout(pol, LENGTHS)
     assert len(steps) == sum(LENGTHS)
     assert _max_diff(model, tok, steps, mode, 0.8) <= 1e-4
+    for layout in ("per_step", "concat"):  # the sampler stored what the learner computes
+        assert _max_diff_learner(model, tok, steps, mode, 0.8, layout) <= 1e-4
     for s in steps:
         assert all(x <= 1e-6 for x in s["lp"])
         assert len(s["ids"]) >= 1
@@ -220,13 +232,14 @@ def test_allowed_token_ids_rejects_foreign_tokens(builtin):
     assert trie.walk(fmt.encode("look") + [fmt.eot_id]).command == "look"
 
 
-def test_masked_logprobs_hand_computed():
+def test_logprobs_at_hand_computed():
     logits = torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]))
     targets = torch.tensor([2, 3])
     allowed = pad_allowed([[1, 2], None])
-    lp = masked_logprobs(logits, targets, allowed, temperature=1.0)
+    lp, dist = logprobs_at(logits, targets, allowed, temperature=1.0)
     assert lp.tolist() == pytest.approx([math.log(3 / 5), math.log(4 / 10)], abs=1e-6)
-    lp2 = masked_logprobs(logits, targets, allowed, temperature=2.0)  # p ~ sqrt(1, 2, 3, 4)
+    assert dist.exp().flatten().tolist() == pytest.approx([0.0, 0.4, 0.6, 0.0, 0.1, 0.2, 0.3, 0.4], abs=1e-6)
+    lp2, _ = logprobs_at(logits, targets, allowed, temperature=2.0)  # p ~ sqrt(1, 2, 3, 4)
     s = [math.sqrt(x) for x in (1, 2, 3, 4)]
     assert lp2.tolist() == pytest.approx([math.log(s[2] / (s[1] + s[2])), math.log(s[3] / sum(s))], abs=1e-6)
 
@@ -394,6 +407,7 @@ def test_lora_wrapped_model_keeps_fidelity(builtin):
     pm = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
     steps = rollout(HFPolicy(pm, tok, RolloutConfig(history=-1, batch_size=4), seed=0), [2, 3, 1])
     assert _max_diff(pm, tok, steps, "admissible", 1.0) <= 1e-4
+    assert _max_diff_learner(pm, tok, steps, "admissible", 1.0, "concat") <= 1e-4
     with pm.disable_adapter():
         assert _max_diff(pm, tok, steps, "admissible", 1.0) > 1e-3
 

@@ -1,4 +1,5 @@
-"""The learned parts of spa / oprl / igpo on a tiny random model, and end to end through `agentrl train`."""
+"""The signal providers of spa / oprl / igpo (`agentrl.signals`) on a tiny random model, and end to end
+through `agentrl train`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,16 @@ import torch
 import yaml
 
 from agentrl.config import LearnerConfig, RolloutConfig
-from agentrl.credit import CreditError, get_method
-from agentrl.credit.online import (
-    PRM,
-    IGPOProvider,
-    OPRLProvider,
-    SPAProvider,
-    make_signal_provider,
-    split_params,
-)
+from agentrl.credit import CreditError, build_credit, get_method, provider_class
+from agentrl.credit.registry import split_credit_params
 from agentrl.learner.lora import POLICY, adapter_parameters, adapters_disabled, add_lora
+from agentrl.learner.samples import episode_samples
 from agentrl.policy.logprobs import recompute_logprobs
 from agentrl.policy.prompt import Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message
+from agentrl.signals import SignalProvider
+from agentrl.signals.igpo import IGPOParams, IGPOProvider
+from agentrl.signals.oprl import PRM, OPRLProvider
+from agentrl.signals.spa import SPAParams, SPAProvider
 from agentrl.store.records import EpisodeRecord, StepRecord
 from agentrl.train import credit_episodes
 from conftest import run_cli, write_recipe
@@ -115,24 +114,43 @@ PLAN = [
 # ---------------------------------------------------------------- params
 
 
+def make_signal_provider(method, params, model, tok, rec):
+    """The provider `agentrl train` builds for `credit: {method, **params}`."""
+    return build_credit(SimpleNamespace(method=method, params=lambda: dict(params)), model, tok, rec).provider
+
+
 def test_split_params_and_errors(tiny):
-    assert split_params("igpo", {"truth": "goal", "gamma": 0.9}) == ({"gamma": 0.9}, {"truth": "goal"})
-    assert split_params("spa", {"estimator_lr": 0.1, "omega": 2}) == ({"omega": 2}, {"estimator_lr": 0.1})
-    assert split_params("grpo", {"truth": "goal"}) == ({"truth": "goal"}, {})
+    # split by the declared fields of the method and of its provider's Params
+    assert split_credit_params("igpo", {"truth": "goal", "gamma": 0.9}, IGPOProvider) == ({"gamma": 0.9},
+                                                                                         {"truth": "goal"})
+    assert split_credit_params("spa", {"estimator_lr": 0.1, "omega": 2}, SPAProvider) == ({"omega": 2},
+                                                                                         {"estimator_lr": 0.1})
+    assert provider_class("grpo") is None and provider_class("oprl") is OPRLProvider
     with pytest.raises(CreditError, match="no parameter 'truth'"):  # provider params of another method
-        get_method("grpo", **split_params("grpo", {"truth": "goal"})[0])
+        split_credit_params("grpo", {"truth": "goal"}, None)
+    with pytest.raises(CreditError, match=r"has no parameter 'betta' \(known: beta, omega, prm_lr, prm_epochs\)"):
+        split_credit_params("oprl", {"betta": 0.1}, OPRLProvider)
     pm = fresh(tiny, recipe())
     tok = tiny[1]
     assert make_signal_provider("grpo", {}, pm, tok, recipe()) is None
     assert make_signal_provider("gigpo", {"gamma": 0.9}, pm, tok, recipe()) is None
+    with pytest.raises(CreditError, match="has no parameter 'truth'"):
+        make_signal_provider("grpo", {"truth": "goal"}, pm, tok, recipe())
     with pytest.raises(CreditError, match="'truth' must be one of walkthrough, goal"):
         make_signal_provider("igpo", {"truth": "bogus"}, pm, tok, recipe())
     with pytest.raises(CreditError, match="'estimator_epochs' must be an integer >= 1"):
         make_signal_provider("spa", {"estimator_epochs": 0}, pm, tok, recipe())
+    with pytest.raises(CreditError, match="'bridge' must be a string"):
+        IGPOParams(bridge=3)
     with pytest.raises(CreditError, match="has no parameter 'betta'"):
         make_signal_provider("oprl", {"betta": 0.1}, pm, tok, recipe())
-    p = make_signal_provider("oprl", {"beta": 0.2, "prm_lr": 0.5}, pm, tok, recipe())
+    method, p = build_credit(SimpleNamespace(method="oprl", params=lambda: {"beta": 0.2, "prm_lr": 0.5}), pm, tok,
+                             recipe())
+    assert method.beta == 0.2  # built once, and the provider uses it
     assert isinstance(p, OPRLProvider) and p.beta == 0.2 and p.optimizer.param_groups[0]["lr"] == 0.5
+    assert isinstance(p, SignalProvider)
+    assert make_signal_provider("oprl", {}, pm, tok, recipe()).optimizer.param_groups[0]["lr"] == 1e-2  # learner lr
+    assert SPAParams() == SPAParams(estimator_lr=1e-3, estimator_epochs=20, estimator_buffer=512, estimator_width=128)
 
 
 # ---------------------------------------------------------------- spa
@@ -173,7 +191,7 @@ def test_spa_progress_from_hidden_states_and_training(tiny):
 
     # state round trip: a new provider gives the same progress and holds the same buffer
     state = prov.state_dict()
-    other = SPAProvider(pm, tok, rec, width=128)
+    other = SPAProvider(pm, tok, rec, SPAParams(estimator_width=128))
     other.load_state_dict(state)
     feats = prov.features(recs[:1])[0]
     assert torch.allclose(other.estimator(feats), prov.estimator(feats))
@@ -327,7 +345,7 @@ def test_train_and_resume(method, tmp_path, suites_dir, tiny_model_dir, capsys, 
     assert want in metrics[1] and want in metrics[2]
     assert "signals" in walls[1] and "signals_update" in walls[1]
 
-    ckpt = Path(con.execute("SELECT path FROM checkpoints ORDER BY iteration DESC").fetchone()[0])
+    ckpt = Path(db).parent / con.execute("SELECT path FROM checkpoints ORDER BY iteration DESC").fetchone()[0]
     state = torch.load(ckpt / "trainer_state.pt", weights_only=True)["extra_state_dicts"]
     expect = {"spa": {"spa_estimator", "spa_optimizer", "spa_buffer"}, "oprl": {"prm_optimizer"}, "igpo": set()}
     assert set(state) == expect[method]
@@ -366,3 +384,39 @@ def test_train_and_resume(method, tmp_path, suites_dir, tiny_model_dir, capsys, 
         assert seen["active"] == POLICY
     con = sqlite3.connect(db)
     assert con.execute("SELECT max(iteration) FROM checkpoints").fetchone()[0] == 3
+
+
+def test_trainer_and_provider_build_the_same_samples(tmp_path, suites_dir, tiny_model_dir, capsys, monkeypatch):
+    """The policy update and OPRL's PRM see the same steps: one function builds both sample lists."""
+    import agentrl.signals.oprl as oprl_mod
+    import agentrl.train as train_mod
+
+    _chain_suite(suites_dir)
+    recipe_path = write_recipe(
+        tmp_path / "train.yaml", "chain", policy="llm",
+        env={"max_steps": 4, "workers": 0}, model={"path": str(tiny_model_dir)},
+        rollout={"group_size": 2, "groups_per_iteration": 2, "action_mode": "admissible", "history": -1,
+                 "max_new_tokens": 8},
+        credit={"method": "oprl"},
+        learner={"lora_rank": 4, "lora_alpha": 8, "lr": 5e-3, "layout": "concat", "drop_zero_advantage": False,
+                 "target_modules": ["q_proj", "v_proj"]},
+        train={"iterations": 1, "eval_every": 0, "checkpoint_every": 1, "output_dir": str(tmp_path / "ckpt")},
+        eval={"episodes": 1, "greedy": True})
+    calls: dict[str, list] = {"train": [], "provider": []}
+
+    def spy(key):
+        def wrapped(recs, advantages, *a, **kw):
+            out = episode_samples(recs, advantages, *a, **kw)
+            calls[key].append(out)
+            return out
+        return wrapped
+
+    monkeypatch.setattr(train_mod, "episode_samples", spy("train"))
+    monkeypatch.setattr(oprl_mod, "episode_samples", spy("provider"))
+    code, out, err = run_cli(["train", str(recipe_path), "--db", str(tmp_path / "r.db"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert len(calls["train"]) == 1 and calls["provider"]  # compute() (update() reuses its samples)
+    trained = calls["train"][0]
+    assert trained and any(s.allowed for s in trained)
+    for got in calls["provider"]:
+        assert [dict(vars(s), advantage=0.0) for s in trained] == [vars(s) for s in got]

@@ -100,12 +100,14 @@ def test_sigkill_mid_training_then_resume(tmp_path, suites_dir, tiny_model_dir, 
     # the final adapter loads for evaluation
     code, out, err = run_cli(["eval", "--run", "1", "--db", db, "--episodes", "4", "--no-progress", "--json"], capsys)
     assert code == 0, err[-2000:]
-    # a checkpoint continues stored episodes: every failed eval episode, and one from a later step
-    code, out, err = run_cli(["replay", "--failed", "1", "--policy", "1:4", "--db", db, "--json", "--no-progress"],
-                             capsys)
+    # a checkpoint continues stored episodes: every failed episode of the eval before training (the final
+    # eval may have none), and one from a later step
+    code, out, err = run_cli(["replay", "--failed", "1", "--iteration", "0", "--policy", "1:4", "--db", db, "--json",
+                              "--no-progress"], capsys)
     assert code == 0, err[-2000:]
     rep = json.loads(out)
-    failed = con.execute("SELECT count(*) FROM episodes WHERE run_id=1 AND split='eval' AND won=0").fetchone()[0]
+    failed = con.execute("SELECT count(*) FROM episodes WHERE run_id=1 AND split='eval' AND iteration=0 "
+                         "AND won=0").fetchone()[0]
     assert rep["episodes"] == failed > 0 and 0 <= rep["now_won"] <= failed
     new = rep["continuations"][0]["new_episode_id"]
     assert con.execute("SELECT policy FROM episodes WHERE id=?", (new,)).fetchone()[0].startswith("llm:")
@@ -114,8 +116,8 @@ def test_sigkill_mid_training_then_resume(tmp_path, suites_dir, tiny_model_dir, 
 
 
 def test_train_samples_drop_zero_advantage_episodes():
+    from agentrl.learner.samples import episode_samples
     from agentrl.store.records import EpisodeRecord, StepRecord
-    from agentrl.train import train_samples
 
     def ep(i, n):
         return EpisodeRecord(task_id="t", group_id="g", env="toy", id=i, steps=[
@@ -124,7 +126,9 @@ def test_train_samples_drop_zero_advantage_episodes():
 
     recs = [ep(1, 2), ep(2, 3), ep(3, 1)]
     advs = [[0.0, 0.0], [0.0, -0.7, 0.0], [0.0]]  # episode 2 has one non-zero step: it stays whole
-    kept = train_samples(recs, advs, tokenizer=None, action_mode="free", drop_zero=True)
-    assert [(s.episode, s.t, s.advantage) for s in kept] == [(2, 0, 0.0), (2, 1, -0.7), (2, 2, 0.0)]
-    every = train_samples(recs, advs, tokenizer=None, action_mode="free")
+    kept = episode_samples(recs, advs, tokenizer=None, action_mode="free", drop_zero=True)
+    # episode = the episode's index in recs, t = the step's index
+    assert [(s.episode, s.t, s.advantage) for s in kept] == [(1, 0, 0.0), (1, 1, -0.7), (1, 2, 0.0)]
+    every = episode_samples(recs, advs, tokenizer=None, action_mode="free")
     assert len(every) == 6
+    assert [s.advantage for s in episode_samples(recs, None, tokenizer=None, action_mode="free")] == [0.0] * 6

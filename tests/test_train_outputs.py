@@ -25,7 +25,8 @@ def test_checkpoint_adapter_loads_with_plain_peft(tmp_path, suites_dir, tiny_mod
     code, out, err = run_cli(["train", str(recipe), "--db", db, "--no-progress"], capsys)
     assert code == 0, err[-2000:]
     _check_export(db, capsys)
-    ckpt = Path(sqlite3.connect(db).execute("SELECT path FROM checkpoints").fetchone()[0])
+    stored = Path(sqlite3.connect(db).execute("SELECT path FROM checkpoints").fetchone()[0])
+    ckpt = stored if stored.is_absolute() else Path(db).parent / stored  # relative to the database's folder
     adapter = ckpt / "adapter" / "policy"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(Path(tiny_model_dir).resolve())

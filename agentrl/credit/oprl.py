@@ -12,7 +12,12 @@ action tokens of `log π_prm − log π_ref`:
 PRM loss: `Q(τ) = mean_t r_t` (0 for an episode without steps); pairs = every
 (won, lost) pair within a group, won meaning R > 0; loss = mean over pairs of
 `−log σ(Q⁺ − Q⁻)`, 0 if there is no pair. `OPRL.prm_loss` computes it as a float
-from the signals; `prm_loss_torch` computes the same from tensors for training.
+from the signals; `agentrl.signals.oprl.prm_loss_torch` computes the same from tensors
+for training (the PRM itself is `agentrl.signals.oprl`; this module is pure numpy).
+
+Parity: the step baseline is the mean of r̃ over ALL steps of the group, as the iStar
+docstring states (its code takes the first row of each trajectory instead). Groups of
+one episode get 0 (A^E and A^S; the reference passes R through).
 """
 
 from __future__ import annotations
@@ -21,8 +26,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from agentrl.credit.base import EPS, Episode, check_float, flatten, rloo_in_groups, set_params, step_signal
 
@@ -64,26 +67,6 @@ def prm_loss_np(q: np.ndarray, groups: Sequence[str], returns: Sequence[float]) 
     if not won:
         return 0.0
     return float(np.mean(np.logaddexp(0.0, q[lost] - q[won])))
-
-
-def prm_loss_torch(
-    step_logratios: list[torch.Tensor], groups: list[str], returns: Sequence[float], beta: float
-) -> torch.Tensor:
-    """The PRM loss from per-episode tensors of step logratios ([T_i] each).
-
-    Differentiable in the logratios (i.e. in log π_prm). With no (won, lost) pair
-    it returns a zero that is still connected to the inputs, so backward() works."""
-    if len(step_logratios) != len(groups) or len(groups) != len(returns):
-        raise ValueError("prm_loss_torch: step_logratios, groups and returns must have the same length")
-    if not step_logratios:
-        return torch.zeros(())
-    q = torch.stack([beta * x.mean() if x.numel() else x.sum() * 0.0 for x in step_logratios])
-    won, lost = preference_pairs(groups, [float(r) for r in returns])
-    if not won:
-        return q.sum() * 0.0
-    w = torch.tensor(won, device=q.device)
-    l = torch.tensor(lost, device=q.device)
-    return -F.logsigmoid(q[w] - q[l]).mean()
 
 
 @dataclass(frozen=True)

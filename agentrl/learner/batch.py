@@ -26,6 +26,8 @@ from itertools import groupby
 
 import torch
 
+from agentrl.policy.logprobs import pad_allowed
+
 
 @dataclass
 class StepSample:
@@ -79,7 +81,7 @@ class MicroBatch:
     adv: torch.Tensor  # [N] float32
     sample_index: torch.Tensor  # [N] index of the StepSample
     token_index: torch.Tensor  # [N] action-token index within that sample
-    allowed_ids: torch.Tensor | None = None  # [N, K] allowed ids (rows padded by repeating an allowed id)
+    allowed_ids: torch.Tensor | None = None  # [N, K] allowed ids, as from `pad_allowed`
     has_allowed: torch.Tensor | None = None  # [N] bool: False = unconstrained position
     num_tokens: int = 0  # real (non-pad) tokens processed
     num_loss_tokens: int = 0
@@ -152,14 +154,8 @@ def _collate(seqs: list[Sequence]) -> MicroBatch:
     def flat(name: str) -> list:
         return [x for q in seqs for x in getattr(q, name)]
 
-    allowed = flat("allowed")
     targets = flat("targets")
-    allowed_ids = has_allowed = None
-    if any(a is not None for a in allowed):
-        k = max(len(a) for a in allowed if a is not None)
-        rows = [(a + [a[0]] * (k - len(a))) if a is not None else [t] * k for a, t in zip(allowed, targets)]
-        allowed_ids = torch.tensor(rows, dtype=torch.long)
-        has_allowed = torch.tensor([a is not None for a in allowed], dtype=torch.bool)
+    allowed_ids, has_allowed = pad_allowed(flat("allowed")) or (None, None)  # the sampler's layout
     return MicroBatch(
         input_ids=ids,
         attention_mask=att,

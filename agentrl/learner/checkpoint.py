@@ -226,6 +226,13 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def checkpoint_iteration(dir: str | Path) -> int:
+    """The iteration a checkpoint holds, read from its state.json (no model needed);
+    UserError if `dir` is not a readable checkpoint."""
+    path = _resolve(dir)
+    return int(_read_meta(path)["iteration"])
+
+
 def _load_adapter_weights(model: PeftModel, src: Path, name: str) -> None:
     """Copy the adapter saved in `src` into the model's existing adapter `name` (in place)."""
     saved = json.loads((src / "adapter_config.json").read_text())

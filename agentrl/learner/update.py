@@ -1,9 +1,10 @@
 """Log-probs at loss positions and the PPO optimisation step (DESIGN §6).
 
-`compute_logprobs` runs the transformer body (LoRA layers live inside it) and applies
-the LM head only at the positions that predict action tokens: the full-vocabulary
-projection at every position is the dominant cost of a naive loop on a small model
-(FACTS: ~40 vs ~238 tokens/s on CPU for SmolLM2-135M).
+`compute_logprobs` is `agentrl.policy.logprobs.forward_logprobs` on a micro-batch (the
+same code that defines the sampler's stored log-probs): it runs the transformer body
+(LoRA layers live inside it) and applies the LM head only at the positions that predict
+action tokens, since the full-vocabulary projection at every position is the dominant cost
+of a naive loop on a small model (FACTS: ~40 vs ~238 tokens/s on CPU for SmolLM2-135M).
 
 `Learner.update` does `epochs` passes over one iteration's steps: micro-batches by
 token budget, gradient accumulation to `tokens_per_step`, token-mean PPO-clip loss,
@@ -13,7 +14,6 @@ grad-norm clip, AdamW on the adapter's parameters with linear warm-up.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 
 import torch
 from peft import PeftModel
@@ -22,19 +22,7 @@ from agentrl.config import LearnerConfig
 from agentrl.learner.batch import MicroBatch, StepSample, build_sequences, count_tokens, pack
 from agentrl.learner.lora import POLICY, adapter_parameters, adapters_disabled, add_lora, set_trainable
 from agentrl.learner.ppo import ppo_loss
-
-
-def body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(transformer body returning hidden states, LM head) of a HF causal LM or a PeftModel on one."""
-    hf = model.get_base_model() if isinstance(model, PeftModel) else model
-    return hf.get_decoder(), hf.get_output_embeddings()
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; fp32 (no autocast) elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
+from agentrl.policy.logprobs import autocast_for, body_and_head, forward_logprobs  # noqa: F401 (re-exported)
 
 
 def compute_logprobs(
@@ -42,22 +30,13 @@ def compute_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each target token and the entropy of its distribution, both [N].
 
-    Logits come from `lm_head(hidden[b, pos]) / temperature` at the loss positions only.
-    In admissible mode (mb.allowed_ids set) the distribution is renormalised over the
-    allowed ids (others get -inf before log_softmax), the same quantity the
-    constrained sampler stored. The entropy is detached unless `entropy_grad`.
+    `forward_logprobs`: logits `lm_head(hidden[b, pos]) / temperature` at the loss positions
+    only; in admissible mode (mb.allowed_ids set) renormalised over the allowed ids, the same
+    quantity the constrained sampler stored. The entropy is detached unless `entropy_grad`.
     """
-    body, head = body_and_head(model)
-    full = bool(mb.attention_mask.all())  # no padding: let SDPA use its causal fast path
-    out = body(input_ids=mb.input_ids, attention_mask=None if full else mb.attention_mask, use_cache=False)
-    hidden = out.last_hidden_state[mb.batch_index, mb.positions]  # [N, H]
-    logits = head(hidden).float() / temperature  # [N, V]
-    if mb.allowed_ids is not None:
-        allow = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, mb.allowed_ids, True)
-        allow |= ~mb.has_allowed.unsqueeze(1)
-        logits = logits.masked_fill(~allow, float("-inf"))
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(1, mb.targets.unsqueeze(1)).squeeze(1)
+    allowed = (mb.allowed_ids, mb.has_allowed) if mb.allowed_ids is not None else None
+    logp, logp_all = forward_logprobs(model, mb.input_ids, mb.attention_mask, mb.batch_index, mb.positions,
+                                      mb.targets, allowed, temperature)
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         finite = torch.where(torch.isfinite(logp_all), logp_all, torch.zeros_like(logp_all))
         entropy = -(finite.exp() * finite).sum(-1)

@@ -39,7 +39,7 @@ import torch
 from agentrl.config import RolloutConfig
 from agentrl.policy.base import Action, TurnContext
 from agentrl.policy.constrained import CommandTrie, parse_action
-from agentrl.policy.logprobs import decoder_and_head, eval_mode, masked_logprobs, pad_allowed
+from agentrl.policy.logprobs import body_and_head, eval_mode, logprobs_at, pad_allowed, tempered_logits
 from agentrl.policy.prompt import (
     Prompt, Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message,
 )
@@ -194,7 +194,7 @@ class HFPolicy:
     # ------------------------------------------------------------------ batched decoding
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
-        body, head = decoder_and_head(self.model)
+        body, head = body_and_head(self.model)
         out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    past_key_values=cache, use_cache=True)
         self.stats.forward_passes += 1
@@ -284,26 +284,20 @@ class HFPolicy:
             ep.cache = [(k[i].index_select(1, idx), v[i].index_select(1, idx)) for k, v in layers]
 
     def _sample(self, logits: torch.Tensor, reqs: list[_Request]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token per row from the (constrained) tempered distribution; returns (tokens, log-probs)."""
-        z = logits.float() / self.cfg.temperature
+        """One token per row from the (constrained) tempered distribution; returns (tokens, log-probs).
+
+        The log-probs are `logprobs_at`, the function the learner's `forward_logprobs` ends in."""
         allowed = pad_allowed([sorted(r.node.children) if r.trie is not None and not r.done else None
-                               for r in reqs], device=z.device)
-        if allowed is not None:
-            ids, valid = allowed
-            constrained = valid.any(dim=1)
-            masked = torch.full_like(z, float("-inf"))
-            masked.scatter_(1, ids, z.gather(1, ids))  # padding repeats an allowed id: same value
-            z_s = torch.where(constrained[:, None], masked, z)
-        else:
-            z_s = z
+                               for r in reqs], device=logits.device)
+        z = tempered_logits(logits, allowed, self.cfg.temperature)
         if self.greedy:
-            tokens = z_s.argmax(dim=-1)
+            tokens = z.argmax(dim=-1)
         else:
-            probs = torch.softmax(z_s, dim=-1)
+            probs = torch.softmax(z, dim=-1)
             if self.cfg.top_p < 1.0:
                 probs = _top_p(probs, self.cfg.top_p)
             tokens = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
-        return tokens, masked_logprobs(logits, tokens, allowed, self.cfg.temperature)
+        return tokens, logprobs_at(logits, tokens, allowed, self.cfg.temperature)[0]
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

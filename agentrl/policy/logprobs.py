@@ -1,32 +1,47 @@
-"""Token-in-token-out log-probs (DESIGN §3).
+"""Token-in-token-out log-probs (DESIGN §3): the one definition the sampler and the learner share.
 
-The quantity stored for each generated token, and recomputed here by teacher forcing:
+The quantity stored for each generated token, and recomputed by teacher forcing for the loss:
 
-    log p(a_j) = z[a_j] - logsumexp_{v in S_j} z[v],   z = logits / temperature
+    log p(a_j) = log_softmax(z masked to S_j)[a_j],   z = logits / temperature (float32)
 
 with S_j = all tokens (free mode, or admissible mode without a command list) or the
 allowed set of the admissible-command trie at position j. It is the log-prob under
 the distribution sampled from, before any top-p cut (with top_p < 1 tokens are drawn
 from the nucleus, but the stored value stays this full, differentiable one: see
-`HFPolicy`). Logits are computed only at the positions needed (the decoder runs on the
-whole sequence, `lm_head` on the gathered hidden states), which on CPU is several
-times cheaper than full-sequence logits.
+`HFPolicy`).
+
+Who calls what (so the two sides cannot drift apart):
+
+- `body_and_head`: the transformer body and the LM head, for the sampler's decoding loop
+  (`agentrl.policy.hf`), `forward_logprobs` and the signal providers' hidden states.
+- `tempered_logits`: the logits the sampler draws from (and the first step of `logprobs_at`).
+- `logprobs_at`: logits -> temperature -> optional mask -> log-softmax -> the target's
+  log-prob. The sampler calls it on each decoding step's logits; `forward_logprobs` calls
+  it on teacher-forced logits.
+- `forward_logprobs`: hidden states at the loss positions -> `logprobs_at`. The learner
+  (`agentrl.learner.update.compute_logprobs`) and `recompute_logprobs` call it. Logits are
+  computed only at the positions needed (the body runs on the whole sequence, the head on
+  the gathered hidden states), which on CPU is several times cheaper than full-sequence logits.
+- `autocast_for`: bf16 autocast on CUDA for the learner's forwards (the sampler runs in the
+  model's own dtype).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
 from agentrl.policy.constrained import allowed_token_ids
 
+Allowed = tuple[torch.Tensor, torch.Tensor]  # (ids [N, K] long, constrained [N] bool), as from `pad_allowed`
 
-def pad_allowed(allowed: list[list[int] | None], device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Allowed-id lists -> (ids [N, K] long, valid [N, K] bool); None entries = unconstrained (all False).
 
-    Rows are padded by repeating their first allowed id (so a scatter of gathered values
-    is well defined); `valid` marks the real entries.
+def pad_allowed(allowed: list[list[int] | None], device=None) -> Allowed | None:
+    """Allowed-id lists -> (ids [N, K] long, constrained [N] bool); None (or empty) entries = unconstrained.
+
+    Rows are padded by repeating their first allowed id (so a scatter of the ids marks
+    exactly the allowed set); unconstrained rows hold id 0 and `constrained` False.
 
     Returns None if no entry is constrained.
     """
@@ -34,34 +49,37 @@ def pad_allowed(allowed: list[list[int] | None], device=None) -> tuple[torch.Ten
         return None
     k = max(len(a) for a in allowed if a is not None)
     ids = torch.zeros(len(allowed), k, dtype=torch.long)
-    valid = torch.zeros(len(allowed), k, dtype=torch.bool)
+    constrained = torch.zeros(len(allowed), dtype=torch.bool)
     for n, a in enumerate(allowed):
-        if a:
+        if a:  # [] like None: unconstrained
             ids[n] = a[0]
             ids[n, : len(a)] = torch.tensor(a, dtype=torch.long)
-            valid[n, : len(a)] = True
-    return ids.to(device), valid.to(device)
+            constrained[n] = True
+    return ids.to(device), constrained.to(device)
 
 
-def masked_logprobs(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    allowed: tuple[torch.Tensor, torch.Tensor] | None = None,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """log p(target) under softmax(logits / T), renormalised over the allowed ids where given.
+def tempered_logits(logits: torch.Tensor, allowed: Allowed | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """logits [N, V] -> float32 logits / T, -inf outside the allowed ids of constrained rows.
 
-    logits [N, V] (cast to float32), targets [N]; `allowed` as from `pad_allowed` (rows
-    with no valid entry are unconstrained). Differentiable.
-    """
+    The logits of the distribution the sampler draws from. Differentiable."""
     z = logits.float() / temperature
-    lse = torch.logsumexp(z, dim=-1)
     if allowed is not None:
-        ids, valid = allowed
-        za = z.gather(1, ids).masked_fill(~valid, float("-inf"))
-        constrained = valid.any(dim=1)
-        lse = torch.where(constrained, torch.logsumexp(za, dim=-1), lse)
-    return z.gather(1, targets[:, None]).squeeze(1) - lse
+        ids, constrained = allowed
+        allow = torch.zeros_like(z, dtype=torch.bool).scatter_(1, ids, True)
+        allow |= ~constrained.unsqueeze(1)
+        z = z.masked_fill(~allow, float("-inf"))
+    return z
+
+
+def logprobs_at(
+    logits: torch.Tensor, targets: torch.Tensor, allowed: Allowed | None = None, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target) [N], log-probs of the whole distribution [N, V]) under softmax(`tempered_logits`).
+
+    logits [N, V], targets [N]; `allowed` as from `pad_allowed`. Differentiable. Outside the
+    allowed set the [N, V] log-probs are -inf."""
+    logp_all = torch.log_softmax(tempered_logits(logits, allowed, temperature), dim=-1)
+    return logp_all.gather(1, targets.unsqueeze(1)).squeeze(1), logp_all
 
 
 @contextmanager
@@ -75,9 +93,41 @@ def eval_mode(model):
         model.train(was)
 
 
-def decoder_and_head(model):
-    """(transformer body returning hidden states, lm_head) of a causal LM (works through peft wrappers)."""
-    return model.get_decoder(), model.get_output_embeddings()
+def body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(transformer body returning hidden states, LM head) of a HF causal LM or a peft model on one."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return hf.get_decoder(), hf.get_output_embeddings()
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; fp32 (no autocast) elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def forward_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_index: torch.Tensor,
+    positions: torch.Tensor,
+    targets: torch.Tensor,
+    allowed: Allowed | None = None,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher forcing: `logprobs_at` of `targets` [N] from the logits at `input_ids[batch_index, positions]`.
+
+    The body runs on the whole (right-padded) batch, the head only on the N gathered hidden
+    states. Differentiable; the caller picks grad mode, model mode and autocast.
+    """
+    body, head = body_and_head(model)
+    full = bool(attention_mask.all())  # no padding: let SDPA use its causal fast path
+    out = body(input_ids=input_ids, attention_mask=None if full else attention_mask, position_ids=position_ids,
+               use_cache=False)
+    hidden = out.last_hidden_state[batch_index, positions]  # [N, H]
+    return logprobs_at(head(hidden), targets, allowed, temperature)
 
 
 def token_logprobs(
@@ -92,16 +142,12 @@ def token_logprobs(
 ) -> torch.Tensor:
     """Teacher-forced log-probs of tokens `input_ids[rows, cols]` (each predicted from position col-1).
 
-    Differentiable (the learner can call it under autograd). `allowed[n]` = the allowed
-    ids for the n-th token, or None (unconstrained).
+    `forward_logprobs` with allowed-id lists: `allowed[n]` = the allowed ids for the n-th
+    token, or None (unconstrained). Differentiable.
     """
-    body, head = decoder_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=False).last_hidden_state
-    logits = head(hidden[rows, cols - 1])
-    targets = input_ids[rows, cols]
-    pa = pad_allowed(allowed, device=logits.device) if allowed is not None else None
-    return masked_logprobs(logits, targets, pa, temperature)
+    pa = pad_allowed(allowed, device=input_ids.device) if allowed is not None else None
+    return forward_logprobs(model, input_ids, attention_mask, rows, cols - 1, input_ids[rows, cols], pa,
+                            temperature, position_ids)[0]
 
 
 @torch.no_grad()

@@ -124,6 +124,20 @@ def parse_task_id(task_id: str) -> TaskSpec:
     return TaskSpec(m.group(1), m.group(2), int(m.group(4)), bool(m.group(3)))
 
 
+def check_task_id(task_id: str) -> TaskSpec:
+    """`parse_task_id`, and the floorplan must be one of ALFRED's scenes (when the alfworld package
+    is installed to say which; without it, playing fails with its own message). Builds nothing."""
+    spec = parse_task_id(task_id)
+    try:
+        constants, _ = _alfworld()
+    except UserError:
+        return spec
+    if int(spec.floorplan[len("FloorPlan"):]) not in constants.SCENE_NUMBERS:
+        raise UserError(f"bad alfworld task id '{task_id}': unknown floorplan {spec.floorplan} "
+                        "(FloorPlan1-30, 201-230, 301-330, 401-430)")
+    return spec
+
+
 # --------------------------------------------------------------------------- scenes
 
 
