@@ -1,4 +1,4 @@
-"""The `agentrl` command line (DESIGN §7). Thin: parse, call, print.
+"""The `agentrl` command line (ARCHITECTURE.md §8). Thin: parse, call, print.
 
 Exit codes: 0 ok, 1 failure during work, 2 usage or input error. Errors a user can
 cause print one line; set AGENTRL_DEBUG=1 to see tracebacks.

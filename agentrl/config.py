@@ -1,4 +1,4 @@
-"""Recipe schema (DESIGN §8): typed, validated on load, with dotted `--set` overrides.
+"""Recipe schema (ARCHITECTURE.md §9): typed, validated on load, with dotted `--set` overrides.
 
 A recipe is YAML. Every section is a pydantic model that forbids unknown keys, so a
 typo is a one-line error naming the key. Credit-method parameters live beside

@@ -1,4 +1,4 @@
-"""Drive envs x policy into episodes (DESIGN §3).
+"""Drive envs x policy into episodes (ARCHITECTURE.md §7).
 
 All live episodes advance together: at each turn the policy is asked once for the
 whole batch, and the env pool steps them in parallel. A finished episode is handed

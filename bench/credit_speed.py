@@ -6,7 +6,7 @@ Builds `groups × group_size` episodes of 1..24 steps (12.5 on average: ~100k st
 for the defaults) whose anchors repeat within a group, with every signal the
 methods need, then prints the best-of-3 wall time of `advantages` per method and
 of gigpo in similarity mode on a smaller batch (its cost is pairwise string
-comparisons). Target (DESIGN): gigpo exact under 1 s for 100k steps.
+comparisons). Target: gigpo exact under 1 s for 100k steps.
 """
 
 from __future__ import annotations

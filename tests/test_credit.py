@@ -1,4 +1,4 @@
-"""Credit methods pinned on small hand-computed groups (DESIGN §5).
+"""Credit methods pinned on small hand-computed groups (ARCHITECTURE.md §5).
 
 Expected values are worked out by hand in the comments and written as plain
 arithmetic; none of them calls the code under test. eps = 1e-6 everywhere.

@@ -1,4 +1,4 @@
-"""Credit assignment (DESIGN §5): per-step advantages from grouped episodes.
+"""Credit assignment (ARCHITECTURE.md §5): per-step advantages from grouped episodes.
 
     from agentrl.credit import Step, Episode, get_method, list_methods
     m = get_method("gigpo", gamma=0.95)

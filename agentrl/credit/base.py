@@ -1,4 +1,4 @@
-"""Shared types and array helpers for the credit-assignment methods (DESIGN §5).
+"""Shared types and array helpers for the credit-assignment methods (ARCHITECTURE.md §5).
 
 A method sees a batch of `Episode`s (each a list of `Step`s and a `group` id) and
 returns one advantage per step. Every method flattens the batch once into numpy

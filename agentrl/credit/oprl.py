@@ -1,6 +1,6 @@
 """OPRL: online process reward learning with an implicit PRM.
 
-Advantages (DESIGN §5), needing `Step.signals["logratio"]` = Σ over the step's
+Advantages (ARCHITECTURE.md §5), needing `Step.signals["logratio"]` = Σ over the step's
 action tokens of `log π_prm − log π_ref`:
 - `r_t = β · logratio_t`;  `r̃_t = r_t / (max |r| over the whole batch + ε)`;
 - `A^E` = RLOO: `R_i − mean_{j≠i} R_j`;

@@ -111,7 +111,7 @@ def _check_known(name: str, params: dict[str, Any], known: list[str]) -> None:
 
 
 def get_method(name: str, **params: Any) -> CreditMethod:
-    """An instance of the method `name` with `params` (DESIGN §5).
+    """An instance of the method `name` with `params` (ARCHITECTURE.md §5).
 
     Unknown names and unknown or invalid parameters raise CreditError (a ValueError)
     that names the culprit."""

@@ -1,6 +1,6 @@
 """SPA: stepwise progress attribution with a learned progress estimator.
 
-Advantages (DESIGN §5), needing `Step.signals["progress"]` = c_t, the estimator's
+Advantages (ARCHITECTURE.md §5), needing `Step.signals["progress"]` = c_t, the estimator's
 contribution of turn t:
 - dense reward `r̂_t = c_t + grounding_weight · [valid_t]`;
 - `Ĝ_t = Σ_k γ^k r̂_{t+k}` per episode;

@@ -1,4 +1,4 @@
-"""Turn-level environment adapters (DESIGN §2).
+"""Turn-level environment adapters (ARCHITECTURE.md §3).
 
 Importing this package registers the gymnasium ids `agentrl/TextWorld-v0`, `agentrl/ALFWorld-v0`,
 `agentrl/Toy-v0` and `agentrl/ToyText-v0`.

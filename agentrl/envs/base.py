@@ -1,4 +1,4 @@
-"""The turn-level environment protocol (DESIGN §2).
+"""The turn-level environment protocol (ARCHITECTURE.md §3).
 
 An adapter is constructed once (cheap) and can then be reset to any task id of
 its kind. `reset(task)` returns an `Observation`; `step(action)` returns a

@@ -1,4 +1,4 @@
-"""Env pool: many environments stepped in parallel worker processes (DESIGN §2).
+"""Env pool: many environments stepped in parallel worker processes (ARCHITECTURE.md §3).
 
 Each episode in flight lives in a *slot*; slot k is hosted by worker k % W. A batch
 of requests (resets or steps, one per slot) is split by worker, each worker handles

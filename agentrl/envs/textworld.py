@@ -54,7 +54,7 @@ from agentrl.errors import UserError
 
 _FIRST_COMMAND = re.compile(r"[.;!?]|,?\s+then\s+|\bthen\b\s*", re.IGNORECASE)
 
-# Only what the adapter uses: every extra info costs interpreter time per step (FACTS.md).
+# Only what the adapter uses: every extra info costs interpreter time per step (measured with bench/env_speed.py).
 REQUEST_INFOS = EnvInfos(
     admissible_commands=True, description=True, inventory=True, won=True, lost=True,
     score=True, max_score=True, policy_commands=True, objective=True,

@@ -1,4 +1,4 @@
-"""Learner: LoRA via peft, PPO-clip, sequence layouts, checkpoints (DESIGN §6)."""
+"""Learner: LoRA via peft, PPO-clip, sequence layouts, checkpoints (ARCHITECTURE.md §7)."""
 
 from agentrl.learner.batch import MicroBatch, StepSample, build_sequences, count_tokens, make_micro_batches, pack
 from agentrl.learner.checkpoint import LoadedCheckpoint, load_adapter_for_eval, load_checkpoint, save_checkpoint

@@ -1,4 +1,4 @@
-"""Checkpoints: peft adapter dir + optimizer/scheduler/RNG state + iteration (DESIGN §6).
+"""Checkpoints: peft adapter dir + optimizer/scheduler/RNG state + iteration (ARCHITECTURE.md §7).
 
 Layout of a checkpoint directory:
 

@@ -1,4 +1,4 @@
-"""LoRA adapters on the policy model via peft (DESIGN §6).
+"""LoRA adapters on the policy model via peft (ARCHITECTURE.md §7).
 
 The policy trains one LoRA adapter named `POLICY` ("policy"). More adapters can live
 on the same base weights (peft multi-adapter), e.g. an implicit PRM for `oprl`:

@@ -1,4 +1,4 @@
-"""The PPO-clip loss with dual clip, k3 KL and entropy bonus (DESIGN §6). Pure torch.
+"""The PPO-clip loss with dual clip, k3 KL and entropy bonus (ARCHITECTURE.md §7). Pure torch.
 
 Per token i (with ratio r = exp(logp - old_logp), advantage A):
 

@@ -1,4 +1,4 @@
-"""The policy protocol used by the rollout loop (DESIGN §3).
+"""The policy protocol used by the rollout loop (ARCHITECTURE.md §7).
 
 At each turn the rollout hands the policy one `TurnContext` per live episode and
 gets back one `Action` per context, in order. Scripted policies leave the token

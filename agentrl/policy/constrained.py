@@ -1,4 +1,4 @@
-"""Action modes (DESIGN §3): admissible-command decoding with a token trie, and free-text parsing.
+"""Action modes (ARCHITECTURE.md §7): admissible-command decoding with a token trie, and free-text parsing.
 
 Admissible mode: every admissible command is tokenized as the assistant would write
 it (`encode(command) + [end-of-turn]`) and put in a trie. At each decoding step only

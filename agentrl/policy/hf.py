@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from agentrl.config import RolloutConfig
 from agentrl.policy.base import Action, TurnContext
@@ -86,8 +87,6 @@ def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]):
-    from transformers import DynamicCache
-
     try:
         return DynamicCache(ddp_cache_data=layers)
     except TypeError:  # older transformers

@@ -1,7 +1,7 @@
-"""Model loading (DESIGN §3): the default GGUF, any GGUF file, any local HF model dir.
+"""Model loading (ARCHITECTURE.md §7): the default GGUF, any GGUF file, any local HF model dir.
 
-Never touches the network: HF_HUB_OFFLINE is set before transformers is imported and
-every `from_pretrained` gets `local_files_only=True`. `tiny_model` builds a small
+Never touches the network: HF_HUB_OFFLINE is set before transformers is imported (in
+`agentrl.policy`) and every `from_pretrained` gets `local_files_only=True`. `tiny_model` builds a small
 randomly initialised Llama in-process for tests and benchmarks.
 """
 
@@ -11,14 +11,19 @@ import importlib.metadata
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-import torch  # noqa: E402
-
-from agentrl.config import ModelConfig  # noqa: E402
-from agentrl.errors import UserError  # noqa: E402
-from agentrl.quiet import quiet_libraries  # noqa: E402
+from agentrl.config import ModelConfig
+from agentrl.errors import UserError
+from agentrl.quiet import quiet_libraries
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF was converted from
@@ -94,8 +99,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def load_tokenizer(path: str = DEFAULT_MODEL):
     """The tokenizer of a model path (same resolution as `load_model`); adds a pad token if missing."""
     quiet_libraries()
-    from transformers import AutoTokenizer
-
     directory, gguf = resolve_path(path)
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
@@ -120,8 +123,6 @@ def load_model(cfg: ModelConfig, seed: int | None = None):
     any randomly initialised head a checkpoint lacks).
     """
     quiet_libraries()
-    from transformers import AutoModelForCausalLM
-
     if seed is not None:
         torch.manual_seed(seed)
     threads = cfg.threads or int(os.environ.get("AGENTRL_THREADS", "0") or 0)
@@ -160,9 +161,6 @@ def builtin_tokenizer(vocab_size: int = 400):
     Trained in-process on a fixed corpus (deterministic, no download), so tests run
     without the default model installed.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -197,8 +195,6 @@ def tiny_model(
     `tokenizer` None -> the default model's tokenizer if installed, else the built-in one.
     The same arguments and seed give the same weights.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = _finish_tokenizer(tokenizer) if tokenizer is not None else default_tokenizer_or_builtin()
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,

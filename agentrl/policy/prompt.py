@@ -1,4 +1,4 @@
-"""Prompt building at the token level (DESIGN §3).
+"""Prompt building at the token level (ARCHITECTURE.md §7).
 
 A prompt is the model's chat template over: a system message (system prompt + goal),
 then one user message per turn (observation + admissible commands when given) with

@@ -1,4 +1,4 @@
-"""Signal providers: the model-computed inputs of the step-level credit methods (DESIGN §5).
+"""Signal providers: the model-computed inputs of the step-level credit methods (ARCHITECTURE.md §5).
 
 They run on the policy model during training, beside the pure-numpy credit methods of
 `agentrl.credit`, one file each:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: the tables of DESIGN §4 (table names are public).
+"""SQLAlchemy models: the tables of ARCHITECTURE.md §4 (table names are public).
 
 Token ids and log-probs are stored as little-endian int32 / float32 blobs; only the
 store layer encodes and decodes them (see `codec.py`).

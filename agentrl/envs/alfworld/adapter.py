@@ -1,4 +1,4 @@
-"""The ALFWorld adapter (DESIGN §2): task id -> generated game -> turn-level env.
+"""The ALFWorld adapter (ARCHITECTURE.md §3): task id -> generated game -> turn-level env.
 
 `AlfWorldEnv().reset("alfworld/pick_clean_then_place_in_recep/FloorPlan12/seed-3")`
 builds the game on first use (cached under `<cache>/games/<task id>.tw-pddl`), plays it
