@@ -54,13 +54,20 @@ for _c in (out, err):
 
 
 def _db_option(f):
-    @click.option("--db", "db", default=None, envvar="AGENTRL_DB", show_envvar=True,
-                  help="Path of the runs database (default ./runs.db).")
+    @click.option(
+        "--db",
+        "db",
+        default=None,
+        envvar="AGENTRL_DB",
+        show_envvar=True,
+        help="Path of the runs database (default ./runs.db).",
+    )
     @wraps(f)
     def wrapper(*args, db=None, **kwargs):
         from agentrl.store.db import default_db_path
 
         return f(*args, db=db or default_db_path(), **kwargs)
+
     return wrapper
 
 
@@ -109,17 +116,42 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
             raise UserError("give a RECIPE or --run RUN")
         rec = load_recipe(recipe, overrides)
         store = open_store(db)
-    summary = run_eval(rec, store, episodes=episodes, adapter_path=adapter, parent_run_id=parent,
-                       console=err, show_progress=not no_progress and not as_json)
+    summary = run_eval(
+        rec,
+        store,
+        episodes=episodes,
+        adapter_path=adapter,
+        parent_run_id=parent,
+        console=err,
+        show_progress=not no_progress and not as_json,
+    )
     if as_json:
         _print_json(summary.as_dict())
         return
     t = Table(title=f"eval run {summary.run_id}: {_lit(rec.name)} on {_lit(rec.env.suite)}")
-    for col in ("policy", "episodes", "success", "mean return", "mean length", "errors", "truncated", "steps/s", "wall"):
+    for col in (
+        "policy",
+        "episodes",
+        "success",
+        "mean return",
+        "mean length",
+        "errors",
+        "truncated",
+        "steps/s",
+        "wall",
+    ):
         t.add_column(col, justify="right" if col != "policy" else "left")
-    t.add_row(_lit(summary.policy), str(summary.episodes), _pct(summary.success), f"{summary.mean_return:.3f}",
-              f"{summary.mean_length:.1f}", str(summary.errors), str(summary.truncated),
-              f"{summary.steps_per_s:.1f}", f"{summary.wall_s:.1f}s")
+    t.add_row(
+        _lit(summary.policy),
+        str(summary.episodes),
+        _pct(summary.success),
+        f"{summary.mean_return:.3f}",
+        f"{summary.mean_length:.1f}",
+        str(summary.errors),
+        str(summary.truncated),
+        f"{summary.steps_per_s:.1f}",
+        f"{summary.wall_s:.1f}s",
+    )
     out.print(t)
 
 
@@ -139,12 +171,14 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
     if resume is None and recipe is None:
         raise UserError("give a RECIPE or --resume RUN")
     if resume is not None and recipe is not None:
-        raise UserError("give a RECIPE or --resume RUN, not both (a resumed run uses its stored recipe; "
-                        "change it with --set)")
+        raise UserError(
+            "give a RECIPE or --resume RUN, not both (a resumed run uses its stored recipe; change it with --set)"
+        )
     rec = load_recipe(recipe, overrides) if resume is None else None
     store = open_store(db, create=resume is None)
-    summary = run_train(rec, store, resume=resume, overrides=overrides if resume else (), console=err,
-                        show_progress=not no_progress)
+    summary = run_train(
+        rec, store, resume=resume, overrides=overrides if resume else (), console=err, show_progress=not no_progress
+    )
     out.print(summary_table(summary))
 
 
@@ -166,10 +200,19 @@ def runs_cmd(db, as_json):
         t.add_column(col)
     for r in rows:
         # a training run: held-out success before -> after training (its last eval); an eval run: its success
-        success = (f"{_pct(r['eval_before'])} → {_pct(r['eval_success'])}" if r["kind"] == "train"
-                   else _pct(r["eval_success"]))
-        t.add_row(str(r["id"]), _lit(r["name"]), _lit(r["kind"]), r["status"], r["created_at"], str(r["episodes"]),
-                  success, "-" if r["last_iteration"] is None else str(r["last_iteration"]))
+        success = (
+            f"{_pct(r['eval_before'])} → {_pct(r['eval_success'])}" if r["kind"] == "train" else _pct(r["eval_success"])
+        )
+        t.add_row(
+            str(r["id"]),
+            _lit(r["name"]),
+            _lit(r["kind"]),
+            r["status"],
+            r["created_at"],
+            str(r["episodes"]),
+            success,
+            "-" if r["last_iteration"] is None else str(r["last_iteration"]),
+        )
     out.print(t)
 
 
@@ -184,16 +227,20 @@ def _short(text: str, n: int = 160) -> str:
 @click.option("--episode", "episode_id", default=None, help="Show one episode turn by turn.")
 @click.option("--iteration", type=int, default=None, help="Only episodes of this iteration.")
 @click.option("--failed", is_flag=True, help="Only episodes that were not won.")
-@click.option("--split", type=click.Choice(["train", "eval"]), default=None,
-              help="Only episodes of this split: train (training rollouts) or eval (held-out evaluations).")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "eval"]),
+    default=None,
+    help="Only episodes of this split: train (training rollouts) or eval (held-out evaluations).",
+)
 @click.option("--full", is_flag=True, help="Do not shorten observations.")
 @click.option("--credit", is_flag=True, help="Summarise credit assignment per training iteration.")
 @_db_option
 @_json_option
 def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db, as_json):
     """Show a run's episodes, or one episode's transcript with --episode."""
-    from agentrl.store.db import open_store
     from agentrl.store import queries as q
+    from agentrl.store.db import open_store
 
     store = open_store(db, create=False, readonly=True)
     if episode_id is not None:
@@ -222,16 +269,20 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
         for col in ["iter", *keys]:
             t.add_column(col, justify="right")
         for r in rows:
-            t.add_row(str(r["iteration"]), *[("-" if r.get(k) is None else
-                                              (str(r[k]) if isinstance(r[k], int) else f"{r[k]:.4g}")) for k in keys])
+            t.add_row(
+                str(r["iteration"]),
+                *[("-" if r.get(k) is None else (str(r[k]) if isinstance(r[k], int) else f"{r[k]:.4g}")) for k in keys],
+            )
         out.print(t)
         return
     if iteration is not None:  # an iteration the run does not have is a mistake, not an empty table
         have = q.episode_iterations(store, run.id, split=split)
         if iteration not in have:
             what = f"{split} episodes" if split else "episodes"
-            raise UserError(f"run {run.id} has no {what} at iteration {iteration} (iterations with {what}: "
-                            f"{', '.join(map(str, have)) or 'none'})")
+            raise UserError(
+                f"run {run.id} has no {what} at iteration {iteration} (iterations with {what}: "
+                f"{', '.join(map(str, have)) or 'none'})"
+            )
     eps = q.episodes(store, run.id, iteration=iteration, split=split, failed=failed)
     if as_json:
         _print_json([_episode_json(e, steps=False) for e in eps])
@@ -240,8 +291,16 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
     for col in ("episode", "iter", "split", "task", "status", "won", "return", "length"):
         t.add_column(col)
     for e in eps:
-        t.add_row(str(e.id), str(e.iteration), _lit(e.split), _lit(e.task_id), _lit(e.status), "yes" if e.won else "no",
-                  f"{e.ret:.2f}", str(e.info.get("length", len(e.steps))))
+        t.add_row(
+            str(e.id),
+            str(e.iteration),
+            _lit(e.split),
+            _lit(e.task_id),
+            _lit(e.status),
+            "yes" if e.won else "no",
+            f"{e.ret:.2f}",
+            str(e.info.get("length", len(e.steps))),
+        )
     out.print(t)
     n = len(eps)
     if n:
@@ -261,8 +320,10 @@ def _episode_json(ep, steps: bool = True) -> dict:
 
 def _print_episode(ep, advs: dict, full: bool) -> None:
     n = None if full else 300
-    out.print(f"[bold]episode {ep.id}[/] run {ep.info.get('run_id')} · {_lit(ep.split)} · iteration {ep.iteration} · "
-              f"task {_lit(ep.task_id)} · group {_lit(ep.group_id)} · policy {_lit(ep.policy)}")
+    out.print(
+        f"[bold]episode {ep.id}[/] run {ep.info.get('run_id')} · {_lit(ep.split)} · iteration {ep.iteration} · "
+        f"task {_lit(ep.task_id)} · group {_lit(ep.group_id)} · policy {_lit(ep.policy)}"
+    )
     out.print(f"goal: {_lit(ep.goal)}")
     t = Table(show_lines=True)
     for col in ("t", "observation", "adm.", "action", "generated", "reward", "return", "advantage"):
@@ -278,8 +339,16 @@ def _print_episode(ep, advs: dict, full: bool) -> None:
         gen = "" if st.raw == st.action else _short(st.raw, 80)
         flag = "" if st.valid else " [red](invalid)[/]"
         obs = st.observation if full else _short(st.observation, n)
-        t.add_row(str(st.t), _lit(obs), "-" if st.admissible is None else str(len(st.admissible)),
-                  _lit(st.action) + flag, _lit(gen), f"{st.reward:+.2f}", f"{cum:.2f}", adv)
+        t.add_row(
+            str(st.t),
+            _lit(obs),
+            "-" if st.admissible is None else str(len(st.admissible)),
+            _lit(st.action) + flag,
+            _lit(gen),
+            f"{st.reward:+.2f}",
+            f"{cum:.2f}",
+            adv,
+        )
     out.print(t)
     final = ep.final_observation if full else _short(ep.final_observation, n)
     out.print(f"final observation: {_lit(final)}")
@@ -292,14 +361,33 @@ def _print_episode(ep, advs: dict, full: bool) -> None:
 # -- replay --------------------------------------------------------------------------------
 @cli.command("replay", short_help="Re-execute a stored episode and check it.")
 @click.argument("episode_id", required=False)
-@click.option("--policy", "policy_ref", default=None, metavar="RUN[:N]",
-              help="Let checkpoint N (default: last) of training run RUN continue the episode.")
-@click.option("--from-step", type=click.IntRange(min=0), default=None,
-              help="With --policy: replay this many stored steps first (default 0).")
-@click.option("--failed", "failed_run", default=None, metavar="RUN",
-              help="With --policy: retry every failed episode of RUN's final eval and count how many are now won.")
-@click.option("--iteration", "eval_iteration", type=int, default=None,
-              help="With --failed: the eval of this iteration instead of the final one (0: before training).")
+@click.option(
+    "--policy",
+    "policy_ref",
+    default=None,
+    metavar="RUN[:N]",
+    help="Let checkpoint N (default: last) of training run RUN continue the episode.",
+)
+@click.option(
+    "--from-step",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --policy: replay this many stored steps first (default 0).",
+)
+@click.option(
+    "--failed",
+    "failed_run",
+    default=None,
+    metavar="RUN",
+    help="With --policy: retry every failed episode of RUN's final eval and count how many are now won.",
+)
+@click.option(
+    "--iteration",
+    "eval_iteration",
+    type=int,
+    default=None,
+    help="With --failed: the eval of this iteration instead of the final one (0: before training).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_db_option
 @_json_option
@@ -316,8 +404,9 @@ def replay_cmd(episode_id, policy_ref, from_step, failed_run, eval_iteration, no
         raise UserError("--iteration needs --failed RUN (it picks which of RUN's evals to retry)")
     store = open_store(db, create=False, readonly=policy_ref is None)  # --policy stores a new run
     if policy_ref is not None:
-        _replay_with_policy(store, episode_id, policy_ref, from_step or 0, failed_run, eval_iteration,
-                            no_progress, as_json)
+        _replay_with_policy(
+            store, episode_id, policy_ref, from_step or 0, failed_run, eval_iteration, no_progress, as_json
+        )
         return
     if episode_id is None:
         raise UserError("give an EPISODE_ID (and --policy RUN[:N] to let a checkpoint continue it)")
@@ -328,17 +417,26 @@ def replay_cmd(episode_id, policy_ref, from_step, failed_run, eval_iteration, no
     if as_json:
         from dataclasses import asdict
 
-        _print_json({"episode": report.episode_id, "task": report.task_id, "match": report.ok,
-                     "first_divergence": None if bad is None else asdict(bad),
-                     "steps": [asdict(s) for s in report.steps]})
+        _print_json(
+            {
+                "episode": report.episode_id,
+                "task": report.task_id,
+                "match": report.ok,
+                "first_divergence": None if bad is None else asdict(bad),
+                "steps": [asdict(s) for s in report.steps],
+            }
+        )
     else:
         t = Table(title=f"replay of episode {report.episode_id} ({_lit(report.task_id)})")
         for col in ("t", "action", "observation", "reward"):
             t.add_column(col)
         for s in report.steps:
-            t.add_row("reset" if s.t < 0 else str(s.t), _lit(s.action),
-                      "[green]match[/]" if s.obs_match else "[red]DIFFERS[/]",
-                      "[green]match[/]" if s.reward_match else f"[red]{s.stored_reward} vs {s.replay_reward}[/]")
+            t.add_row(
+                "reset" if s.t < 0 else str(s.t),
+                _lit(s.action),
+                "[green]match[/]" if s.obs_match else "[red]DIFFERS[/]",
+                "[green]match[/]" if s.reward_match else f"[red]{s.stored_reward} vs {s.replay_reward}[/]",
+            )
         out.print(t)
         if bad is None:
             out.print(f"[green]full match[/]: {len(report.steps) - 1} steps")
@@ -368,8 +466,10 @@ def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, ev
             eval_iteration = evals[-1]
             which = f"run {run.id}'s final eval (iteration {eval_iteration})"
         elif eval_iteration not in evals:
-            raise UserError(f"run {run.id} has no eval at iteration {eval_iteration} "
-                            f"(iterations with eval episodes: {', '.join(map(str, evals))})")
+            raise UserError(
+                f"run {run.id} has no eval at iteration {eval_iteration} "
+                f"(iterations with eval episodes: {', '.join(map(str, evals))})"
+            )
         else:
             which = f"run {run.id}'s eval at iteration {eval_iteration}"
         ids = [e.id for e in q.episodes(store, run.id, iteration=eval_iteration, split="eval", failed=True)]
@@ -381,34 +481,57 @@ def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, ev
         ids = [q.get_episode(store, episode_id).id]
     else:
         raise UserError("give an EPISODE_ID or --failed RUN")
-    new_run, conts = replay.continue_episodes(store, ids, policy_ref, from_step, console=err,
-                                              show_progress=not no_progress and not as_json)
+    new_run, conts = replay.continue_episodes(
+        store, ids, policy_ref, from_step, console=err, show_progress=not no_progress and not as_json
+    )
     won = sum(c.won for c in conts)
     if as_json:
-        _print_json({"run": new_run, "episodes": len(conts), "now_won": won,
-                     "eval_run": run.id if failed_run is not None else None,
-                     "eval_iteration": eval_iteration if failed_run is not None else None,
-                     "continuations": [asdict(c) for c in conts]})
+        _print_json(
+            {
+                "run": new_run,
+                "episodes": len(conts),
+                "now_won": won,
+                "eval_run": run.id if failed_run is not None else None,
+                "eval_iteration": eval_iteration if failed_run is not None else None,
+                "continuations": [asdict(c) for c in conts],
+            }
+        )
         return
-    t = Table(title=f"{_lit(policy_ref)} continues {len(conts)} episode(s) from step {from_step} "
-                    f"(stored as run {new_run})")
+    t = Table(
+        title=f"{_lit(policy_ref)} continues {len(conts)} episode(s) from step {from_step} (stored as run {new_run})"
+    )
     for col in ("episode", "task", "was", "now", "length", "new episode"):
         t.add_column(col)
     for c in conts:
-        t.add_row(str(c.episode_id), _lit(c.task_id), "won" if c.was_won else "lost",
-                  "[green]won[/]" if c.won else "lost", str(c.length), str(c.new_episode_id))
+        t.add_row(
+            str(c.episode_id),
+            _lit(c.task_id),
+            "won" if c.was_won else "lost",
+            "[green]won[/]" if c.won else "lost",
+            str(c.length),
+            str(c.new_episode_id),
+        )
     out.print(t)
-    out.print(f"now won {won} of {len(conts)}" + (f" (the failed episodes of {which})" if which else ""),
-              markup=False, highlight=False)
+    out.print(
+        f"now won {won} of {len(conts)}" + (f" (the failed episodes of {which})" if which else ""),
+        markup=False,
+        highlight=False,
+    )
 
 
 # -- export --------------------------------------------------------------------------------
 @cli.command("export", short_help="Export a run as JSON lines.")
 @click.argument("run_ref")
-@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl",
-              help="Output format: jsonl, one JSON object per line (the only format so far).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-",
-              help="Output file (default stdout).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl"]),
+    default="jsonl",
+    help="Output format: jsonl, one JSON object per line (the only format so far).",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-", help="Output file (default stdout)."
+)
 @_db_option
 def export_cmd(run_ref, fmt, output, db):
     """Export a run as JSON lines: a run header, then every episode with its steps.
@@ -416,9 +539,8 @@ def export_cmd(run_ref, fmt, output, db):
     The header holds the recipe, the metrics of every iteration and the checkpoints; each
     step holds its token ids, log-probs, stored advantages and signals. Field names are
     documented in agentrl/store/export.py."""
-    from agentrl.store.db import open_store
     from agentrl.store import queries as q
-
+    from agentrl.store.db import open_store
     from agentrl.store.export import export_jsonl
 
     store = open_store(db, create=False, readonly=True)
@@ -463,10 +585,22 @@ def envs_list(as_json):
     for path, why in broken:
         click.echo(f"warning: skipped invalid suite file {path.name}: {why}", err=True)
     if as_json:
-        _print_json({"adapters": list_envs(), "suites": [
-            {"name": s.name, "env": s.env, "train": len(s.train), "eval": len(s.eval),
-             "description": s.description} for s in suites],
-            "invalid": [{"file": str(p), "error": why} for p, why in broken]})
+        _print_json(
+            {
+                "adapters": list_envs(),
+                "suites": [
+                    {
+                        "name": s.name,
+                        "env": s.env,
+                        "train": len(s.train),
+                        "eval": len(s.eval),
+                        "description": s.description,
+                    }
+                    for s in suites
+                ],
+                "invalid": [{"file": str(p), "error": why} for p, why in broken],
+            }
+        )
         return
     out.print("adapters: " + ", ".join(list_envs()), markup=False, highlight=False)
     t = Table(title="suites")
@@ -481,10 +615,18 @@ def envs_list(as_json):
 
 @envs_group.command("build", short_help="Generate and cache a suite's games.")
 @click.argument("suite")
-@click.option("--split", type=click.Choice(["train", "eval", "all"]), default="all",
-              help="Build the games of this split only (default: all).")
-@click.option("--workers", type=click.IntRange(min=1), default=max(1, os.cpu_count() or 1),
-              help="Parallel generator processes (default: the number of CPUs).")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "eval", "all"]),
+    default="all",
+    help="Build the games of this split only (default: all).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=max(1, os.cpu_count() or 1),
+    help="Parallel generator processes (default: the number of CPUs).",
+)
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="alfworld: number of games to generate.")
 @click.option("--seed", type=int, default=0, help="alfworld: sampling seed.")
 @click.option("--task-types", default=None, help="alfworld: comma-separated task types.")
@@ -494,9 +636,17 @@ def envs_build(suite, split, workers, n, seed, task_types, floorplans, small):
     """Generate (and cache) the games of a suite, or of ALFWorld with the generator options."""
     from agentrl.envs.build import build
 
-    built = build(suite, split=split, workers=workers, n=n, seed=seed,
-                  task_types=task_types.split(",") if task_types else None,
-                  floorplans=floorplans.split(",") if floorplans else None, small=small, console=err)
+    built = build(
+        suite,
+        split=split,
+        workers=workers,
+        n=n,
+        seed=seed,
+        task_types=task_types.split(",") if task_types else None,
+        floorplans=floorplans.split(",") if floorplans else None,
+        small=small,
+        console=err,
+    )
     out.print(f"{len(built)} games ready for {suite}", markup=False, highlight=False)
 
 

@@ -32,10 +32,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
     The first SIGTERM asks the rollout to stop at the next turn boundary (never inside a database
     write or an env request); a second one interrupts at once."""
+
     def handler(signum, frame):
         if stop_requested():
             raise KeyboardInterrupt
         request_stop()
+
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
@@ -50,20 +52,36 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def progress_bar(console: Console, show: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("won {task.fields[won]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=not show, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("won {task.fields[won]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    )
 
 
-def rollout_with_progress(recipe: Recipe, policy, policy_name: str, specs, store: Store, run_id: int,
-                          description: str, console: Console, show_progress: bool,
-                          concurrency: int | None = None) -> tuple[list[EpisodeRecord], RolloutStats]:
+def rollout_with_progress(
+    recipe: Recipe,
+    policy,
+    policy_name: str,
+    specs,
+    store: Store,
+    run_id: int,
+    description: str,
+    console: Console,
+    show_progress: bool,
+    concurrency: int | None = None,
+) -> tuple[list[EpisodeRecord], RolloutStats]:
     """Run episodes with a progress bar; each finished episode is committed to the store at once."""
     recs: list[EpisodeRecord] = []
     if concurrency is None:
         concurrency = recipe.rollout.batch_size if recipe.policy == "llm" else max(8, 2 * max(1, recipe.env.workers))
-    with progress_bar(console, show_progress) as progress, \
-            EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
+    with progress_bar(console, show_progress) as progress, EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
         # the description holds suite and policy names: print them literally
         bar = progress.add_task(escape(description), total=len(specs), won=0)
 
@@ -72,9 +90,16 @@ def rollout_with_progress(recipe: Recipe, policy, policy_name: str, specs, store
             recs.append(rec)
             progress.update(bar, advance=1, won=sum(r.won for r in recs))
 
-        stats = run_episodes(specs, policy, pool, recipe.env.max_steps, on_episode,
-                             concurrency=min(concurrency, max(1, len(specs))),
-                             invalid_penalty=recipe.env.invalid_penalty, policy_name=policy_name)
+        stats = run_episodes(
+            specs,
+            policy,
+            pool,
+            recipe.env.max_steps,
+            on_episode,
+            concurrency=min(concurrency, max(1, len(specs))),
+            invalid_penalty=recipe.env.invalid_penalty,
+            policy_name=policy_name,
+        )
     return recs, stats
 
 

@@ -81,8 +81,7 @@ def name_problem(name: str) -> str | None:
 class _Section(BaseModel):
     # allow_inf_nan=False: `.inf` / `.nan` are refused for every float (a timeout of .inf, a lr of .nan);
     # coerce_numbers_to_str: `name: 123` is the text "123".
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
-                              coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, coerce_numbers_to_str=True)
 
     @field_validator("*", mode="before")
     @classmethod

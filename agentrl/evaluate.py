@@ -47,10 +47,17 @@ def episode_means(recs: list[EpisodeRecord]) -> tuple[float, float, float]:
 def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: RolloutStats) -> EvalSummary:
     success, mean_return, mean_length = episode_means(recs)
     return EvalSummary(
-        run_id=run_id, policy=policy, episodes=len(recs), won=sum(r.won for r in recs), success=success,
-        mean_return=mean_return, mean_length=mean_length,
-        errors=sum(r.status == "error" for r in recs), truncated=sum(r.status == "truncated" for r in recs),
-        wall_s=stats.wall_s, steps_per_s=stats.steps / stats.wall_s if stats.wall_s else 0.0,
+        run_id=run_id,
+        policy=policy,
+        episodes=len(recs),
+        won=sum(r.won for r in recs),
+        success=success,
+        mean_return=mean_return,
+        mean_length=mean_length,
+        errors=sum(r.status == "error" for r in recs),
+        truncated=sum(r.status == "truncated" for r in recs),
+        wall_s=stats.wall_s,
+        steps_per_s=stats.steps / stats.wall_s if stats.wall_s else 0.0,
         store_share=stats.write_s / stats.wall_s if stats.wall_s else 0.0,
     )
 
@@ -61,9 +68,15 @@ def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
     return [tasks[i % len(tasks)] for i in range(n)]
 
 
-def run_eval(recipe: Recipe, store: Store, episodes: int | None = None, adapter_path: str | None = None,
-             parent_run_id: int | None = None, console: Console | None = None,
-             show_progress: bool = True) -> EvalSummary:
+def run_eval(
+    recipe: Recipe,
+    store: Store,
+    episodes: int | None = None,
+    adapter_path: str | None = None,
+    parent_run_id: int | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> EvalSummary:
     console = console or Console(stderr=True)
     tasks = eval_tasks(recipe, episodes)  # validates the suite before anything is written
     check_model_device(recipe)  # before a model is loaded
@@ -73,8 +86,9 @@ def run_eval(recipe: Recipe, store: Store, episodes: int | None = None, adapter_
     t0 = time.perf_counter()
     try:
         with sigterm_as_interrupt():
-            recs, stats = rollout_with_progress(recipe, policy, name, specs, store, run_id,
-                                                f"eval {recipe.env.suite} ({name})", console, show_progress)
+            recs, stats = rollout_with_progress(
+                recipe, policy, name, specs, store, run_id, f"eval {recipe.env.suite} ({name})", console, show_progress
+            )
     except KeyboardInterrupt:
         store.set_run_status(run_id, "interrupted")
         raise WorkError(f"interrupted; run {run_id} keeps the episodes that finished") from None

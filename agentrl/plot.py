@@ -82,8 +82,10 @@ def run_curves(store: Store, run_ref: str | int) -> Curves:
 def _plottable(c: Curves) -> Curves:
     """Only training runs have curves: an eval run is one evaluation, not a series."""
     if c.kind != "train":
-        raise UserError(f"run {c.run_id} is an {c.kind} run: one evaluation, no curves per iteration to plot "
-                        f"(see `agentrl runs` or `agentrl inspect {c.run_id}`)")
+        raise UserError(
+            f"run {c.run_id} is an {c.kind} run: one evaluation, no curves per iteration to plot "
+            f"(see `agentrl runs` or `agentrl inspect {c.run_id}`)"
+        )
     return c
 
 
@@ -113,8 +115,7 @@ def draw(curves: list[Curves], title: str) -> Figure:
                     continue
                 xs, ys = c.series[key]
                 label = f"{c.label} {what}" if several else what
-                ax.plot(xs, ys, style, color=colour, marker="o" if len(xs) < 30 else None,
-                        markersize=4, label=label)
+                ax.plot(xs, ys, style, color=colour, marker="o" if len(xs) < 30 else None, markersize=4, label=label)
                 drawn = True
         ax.set_title(name)
         ax.set_xlabel("iteration")

@@ -60,8 +60,11 @@ def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0) -> ReplayReport
     with EnvPool(workers=1, step_timeout=step_timeout) as pool:
         obs = pool.reset([(0, ep.task_id, ep.seed)])[0]
         if isinstance(obs, EnvFailure):
-            report.steps.append(ReplayStep(-1, "", False, True, ep.steps[0].observation if ep.steps else "",
-                                           "", 0.0, 0.0, error=obs.error))
+            report.steps.append(
+                ReplayStep(
+                    -1, "", False, True, ep.steps[0].observation if ep.steps else "", "", 0.0, 0.0, error=obs.error
+                )
+            )
             return report
         first = ep.steps[0].observation if ep.steps else ep.final_observation
         report.steps.append(ReplayStep(-1, "(reset)", obs.text == first, True, first, obs.text, 0.0, 0.0))
@@ -69,12 +72,22 @@ def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0) -> ReplayReport
             res = pool.step([(0, st.action)])[0]
             expected = ep.steps[i + 1].observation if i + 1 < len(ep.steps) else ep.final_observation
             if isinstance(res, EnvFailure):
-                report.steps.append(ReplayStep(st.t, st.action, False, False, expected, "",
-                                               _env_reward(st), 0.0, error=res.error))
+                report.steps.append(
+                    ReplayStep(st.t, st.action, False, False, expected, "", _env_reward(st), 0.0, error=res.error)
+                )
                 break
-            report.steps.append(ReplayStep(
-                st.t, st.action, res.observation.text == expected, abs(res.reward - _env_reward(st)) < 1e-9,
-                expected, res.observation.text, _env_reward(st), res.reward))
+            report.steps.append(
+                ReplayStep(
+                    st.t,
+                    st.action,
+                    res.observation.text == expected,
+                    abs(res.reward - _env_reward(st)) < 1e-9,
+                    expected,
+                    res.observation.text,
+                    _env_reward(st),
+                    res.reward,
+                )
+            )
     return report
 
 
@@ -94,8 +107,9 @@ class Continuation:
     length: int
 
 
-def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, from_step: int = 0,
-                      console=None, show_progress: bool = True) -> tuple[int, list[Continuation]]:
+def continue_episodes(
+    store: Store, episode_ids: list[int], policy_ref: str, from_step: int = 0, console=None, show_progress: bool = True
+) -> tuple[int, list[Continuation]]:
     """Replay each stored episode's first `from_step` actions, then let checkpoint `policy_ref`
     (`RUN` or `RUN:N`) continue it greedily. Continuations are stored as a new eval run; returns
     (that run's id, one Continuation per episode)."""
@@ -106,16 +120,37 @@ def continue_episodes(store: Store, episode_ids: list[int], policy_ref: str, fro
     for ep in eps:
         if from_step > len(ep.steps):
             raise UserError(f"episode {ep.id} has {len(ep.steps)} steps; --from-step {from_step} is past its end")
-        specs.append(EpisodeSpec(ep.task_id, f"replay/{ep.id}", ep.seed, "eval", 0,
-                                 forced=[s.action for s in ep.steps[:from_step]]))
+        specs.append(
+            EpisodeSpec(
+                ep.task_id, f"replay/{ep.id}", ep.seed, "eval", 0, forced=[s.action for s in ep.steps[:from_step]]
+            )
+        )
     check_model_device(recipe)  # before the model is loaded
     policy, name = make_policy(recipe, greedy=True, adapter_path=adapter)
     new_run = store.create_run(f"replay-{run_id}", recipe_to_yaml(recipe), kind="eval", parent_run_id=run_id)
-    recs, _ = rollout_with_progress(recipe, policy, name, specs, store, new_run,
-                                    f"continue {len(specs)} episodes", console or Console(stderr=True),
-                                    show_progress)
+    recs, _ = rollout_with_progress(
+        recipe,
+        policy,
+        name,
+        specs,
+        store,
+        new_run,
+        f"continue {len(specs)} episodes",
+        console or Console(stderr=True),
+        show_progress,
+    )
     store.set_run_status(new_run, "finished")
     by_group = {r.group_id: r for r in recs}
-    out = [Continuation(ep.id, by_group[f"replay/{ep.id}"].id, ep.task_id, from_step, ep.won,
-                        by_group[f"replay/{ep.id}"].won, len(by_group[f"replay/{ep.id}"].steps)) for ep in eps]
+    out = [
+        Continuation(
+            ep.id,
+            by_group[f"replay/{ep.id}"].id,
+            ep.task_id,
+            from_step,
+            ep.won,
+            by_group[f"replay/{ep.id}"].won,
+            len(by_group[f"replay/{ep.id}"].steps),
+        )
+        for ep in eps
+    ]
     return new_run, out

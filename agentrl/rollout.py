@@ -8,17 +8,17 @@ loses at most the episodes in flight.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from agentrl.envs.base import Observation
 from agentrl.envs.pool import EnvFailure, EnvPool
 from agentrl.envs.registry import env_name_of
 from agentrl.policy.base import Action, Policy, TurnContext
 from agentrl.store.records import EpisodeRecord, StepRecord
-
 
 _stop = {"requested": False}
 
@@ -44,6 +44,13 @@ class EpisodeSpec:
     split: str = "train"
     iteration: int = 0
     forced: list[str] = field(default_factory=list)  # leading actions to replay before the policy acts
+    sample: int = 0  # index of this episode within its group (0..G-1)
+
+    @property
+    def sample_key(self) -> int:
+        """A stable 63-bit id of (group, sample): the episode's identity for sampling."""
+        digest = hashlib.blake2b(f"{self.group_id}#{self.sample}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass
@@ -68,14 +75,15 @@ class RolloutStats:
     dropped_turns: int = 0
 
 
-def group_specs(tasks: list[str], group_size: int, split: str, iteration: int, seed: int,
-                tag: str = "") -> list[EpisodeSpec]:
+def group_specs(
+    tasks: list[str], group_size: int, split: str, iteration: int, seed: int, tag: str = ""
+) -> list[EpisodeSpec]:
     """G episodes per task, sharing a group id and an env seed (same initial state)."""
     specs = []
     for k, task in enumerate(tasks):
         gid = f"{tag}it{iteration}/{k}/{task}"
         env_seed = seed * 1_000_003 + iteration * 10_007 + k
-        specs += [EpisodeSpec(task, gid, env_seed % (2**31), split, iteration) for _ in range(group_size)]
+        specs += [EpisodeSpec(task, gid, env_seed % (2**31), split, iteration, sample=j) for j in range(group_size)]
     return specs
 
 
@@ -126,8 +134,16 @@ def run_episodes(
             obs_list = pool.reset([(slot, spec.task_id, spec.seed) for slot, spec in starting])
             stats.env_s += time.perf_counter() - t0
             for (slot, spec), obs in zip(starting, obs_list):
-                rec = EpisodeRecord(task_id=spec.task_id, group_id=spec.group_id, env=env_name_of(spec.task_id),
-                                    split=spec.split, iteration=spec.iteration, seed=spec.seed, policy=policy_name)
+                rec = EpisodeRecord(
+                    task_id=spec.task_id,
+                    group_id=spec.group_id,
+                    env=env_name_of(spec.task_id),
+                    split=spec.split,
+                    iteration=spec.iteration,
+                    seed=spec.seed,
+                    policy=policy_name,
+                )
+                rec.info["sample"] = spec.sample
                 ep = _Live(spec, rec, Observation(text=""), start=time.perf_counter())
                 live[slot] = ep
                 if isinstance(obs, EnvFailure):
@@ -141,16 +157,29 @@ def run_episodes(
             continue
 
         slots = sorted(live)
-        forced = {s: live[s].spec.forced[len(live[s].rec.steps)] for s in slots
-                  if len(live[s].rec.steps) < len(live[s].spec.forced)}
+        forced = {
+            s: live[s].spec.forced[len(live[s].rec.steps)]
+            for s in slots
+            if len(live[s].rec.steps) < len(live[s].spec.forced)
+        }
         asked = [s for s in slots if s not in forced]
-        contexts = [TurnContext(key=s, task_id=live[s].spec.task_id, t=len(live[s].rec.steps),
-                                observation=live[s].obs, history=list(live[s].history)) for s in asked]
+        contexts = [
+            TurnContext(
+                key=s,
+                task_id=live[s].spec.task_id,
+                t=len(live[s].rec.steps),
+                observation=live[s].obs,
+                history=list(live[s].history),
+                sample_key=live[s].spec.sample_key,
+            )
+            for s in asked
+        ]
         t0 = time.perf_counter()
         answers = dict(zip(asked, policy.act(contexts))) if contexts else {}
         stats.policy_s += time.perf_counter() - t0
-        actions: list[Action] = [answers[s] if s in answers else Action(text=forced[s], raw=forced[s],
-                                                                        info={"forced": True}) for s in slots]
+        actions: list[Action] = [
+            answers[s] if s in answers else Action(text=forced[s], raw=forced[s], info={"forced": True}) for s in slots
+        ]
 
         t0 = time.perf_counter()
         results = pool.step([(s, a.text if a.parsed else "") for s, a in zip(slots, actions)])
@@ -170,11 +199,24 @@ def run_episodes(
             if reward != res.reward:
                 info["env_reward"] = res.reward
             t = len(ep.rec.steps)
-            ep.rec.steps.append(StepRecord(
-                t=t, observation=ep.obs.text, action=act.text, reward=reward, terminated=res.terminated,
-                truncated=res.truncated, valid=valid, anchor=ep.obs.anchor, admissible=ep.obs.admissible,
-                raw=act.raw, prompt_ids=act.prompt_ids, action_ids=act.action_ids, logprobs=act.logprobs,
-                info=info))
+            ep.rec.steps.append(
+                StepRecord(
+                    t=t,
+                    observation=ep.obs.text,
+                    action=act.text,
+                    reward=reward,
+                    terminated=res.terminated,
+                    truncated=res.truncated,
+                    valid=valid,
+                    anchor=ep.obs.anchor,
+                    admissible=ep.obs.admissible,
+                    raw=act.raw,
+                    prompt_ids=act.prompt_ids,
+                    action_ids=act.action_ids,
+                    logprobs=act.logprobs,
+                    info=info,
+                )
+            )
             stats.steps += 1
             ep.history.append((ep.obs.text, act.text))
             ep.obs = res.observation

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +28,7 @@ from agentrl.credit import Step as CreditStep
 from agentrl.credit import build_credit
 from agentrl.errors import UserError, WorkError
 from agentrl.evaluate import episode_means
-from agentrl.learner.checkpoint import checkpoint_iteration, ModelCard, load_checkpoint, save_checkpoint
+from agentrl.learner.checkpoint import ModelCard, checkpoint_iteration, load_checkpoint, save_checkpoint
 from agentrl.learner.lora import add_lora
 from agentrl.learner.samples import episode_samples
 from agentrl.learner.update import Learner
@@ -48,9 +50,17 @@ class TrainSummary:
 
 
 def credit_episodes(recs: list[EpisodeRecord]) -> list[CreditEpisode]:
-    return [CreditEpisode(group=r.group_id, steps=[
-        CreditStep(reward=s.reward, anchor=s.anchor, valid=s.valid, signals=dict(s.info.get("signals", {})))
-        for s in r.steps], signals=dict(r.info.get("signals", {}))) for r in recs]
+    return [
+        CreditEpisode(
+            group=r.group_id,
+            steps=[
+                CreditStep(reward=s.reward, anchor=s.anchor, valid=s.valid, signals=dict(s.info.get("signals", {})))
+                for s in r.steps
+            ],
+            signals=dict(r.info.get("signals", {})),
+        )
+        for r in recs
+    ]
 
 
 @dataclass
@@ -66,9 +76,15 @@ class RolloutMetrics:
     dropped_turns: int
 
     def as_dict(self) -> dict[str, float]:
-        return {"success": self.success, "return": self.return_, "length": self.length,
-                "episodes": self.episodes, "errors": self.errors, "rollout_tokens_per_s": self.tokens_per_s,
-                "dropped_turns": self.dropped_turns}
+        return {
+            "success": self.success,
+            "return": self.return_,
+            "length": self.length,
+            "episodes": self.episodes,
+            "errors": self.errors,
+            "rollout_tokens_per_s": self.tokens_per_s,
+            "dropped_turns": self.dropped_turns,
+        }
 
 
 @dataclass
@@ -93,8 +109,13 @@ class EvalMetrics:
     wall_s: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"eval_success": self.success, "eval_return": self.return_, "eval_length": self.length,
-                "eval_episodes": self.episodes, "eval_s": self.wall_s}
+        return {
+            "eval_success": self.success,
+            "eval_return": self.return_,
+            "eval_length": self.length,
+            "eval_episodes": self.episodes,
+            "eval_s": self.wall_s,
+        }
 
 
 @dataclass
@@ -126,20 +147,45 @@ class IterationResult:
     eval: EvalMetrics | None = None
 
     def metrics(self) -> dict[str, float]:
-        return {**self.rollout.as_dict(), **self.update.as_dict(), **self.credit,
-                **(self.eval.as_dict() if self.eval is not None else {})}
+        return {
+            **self.rollout.as_dict(),
+            **self.update.as_dict(),
+            **self.credit,
+            **(self.eval.as_dict() if self.eval is not None else {}),
+        }
 
 
 def _missing(specs: list[EpisodeSpec], stored: list[EpisodeRecord]) -> list[EpisodeSpec]:
-    """The specs not yet covered by stored episodes (matched by group id)."""
-    have = Counter(r.group_id for r in stored)
+    """The specs not yet covered by stored episodes: matched by (group id, sample index); episodes
+    stored before the sample index was recorded are matched by counting their group."""
+    have = {(r.group_id, r.info["sample"]) for r in stored if "sample" in r.info}
+    legacy = Counter(r.group_id for r in stored if "sample" not in r.info)
     out = []
     for s in specs:
-        if have[s.group_id] > 0:
-            have[s.group_id] -= 1
-        else:
-            out.append(s)
+        if (s.group_id, s.sample) in have:
+            continue
+        if legacy[s.group_id] > 0:
+            legacy[s.group_id] -= 1
+            continue
+        out.append(s)
     return out
+
+
+def seed_iteration(seed: int, iteration: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs from (seed, iteration) at the start of an
+    iteration, so an iteration redone after a crash draws what the uninterrupted run drew."""
+    s = (seed * 1_000_003 + iteration * 7_919 + 17) % (2**31)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def in_spec_order(specs: list[EpisodeSpec], recs: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """Episodes in the order of their specs, whatever order they finished (or were stored) in, so
+    that an iteration resumed from stored episodes feeds credit and the learner exactly as an
+    uninterrupted one."""
+    rank = {(s.group_id, s.sample): i for i, s in enumerate(specs)}
+    return sorted(recs, key=lambda r: rank.get((r.group_id, r.info.get("sample")), len(rank)))
 
 
 class Trainer:
@@ -153,8 +199,9 @@ class Trainer:
         self.model = add_lora(model, recipe.learner)
         self.learner = Learner(self.model, recipe.learner, temperature=recipe.rollout.temperature)
         self.policy = HFPolicy(self.model, self.tokenizer, recipe.rollout, greedy=False, seed=recipe.seed)
-        self.eval_policy = HFPolicy(self.model, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy,
-                                    seed=recipe.seed)
+        self.eval_policy = HFPolicy(
+            self.model, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy, seed=recipe.seed
+        )
         self.name = f"llm:{recipe.model.path}"
         # the method and its signal provider (SPA estimator, OPRL PRM, IGPO answer probabilities; None for
         # grpo, rloo, gigpo), built last: the provider's own weights draw on the torch RNG after the policy's
@@ -163,9 +210,14 @@ class Trainer:
     # -- phases ----------------------------------------------------------------------------
     def _rollout(self, policy, specs, run_id, stored, label) -> tuple[list[EpisodeRecord], RolloutStats]:
         todo = _missing(specs, stored)
-        recs, stats = rollout_with_progress(self.recipe, policy, self.name, todo, self.store, run_id, label,
-                                            self.console, self.show) if todo else ([], RolloutStats())
-        return stored + recs, stats
+        recs, stats = (
+            rollout_with_progress(
+                self.recipe, policy, self.name, todo, self.store, run_id, label, self.console, self.show
+            )
+            if todo
+            else ([], RolloutStats())
+        )
+        return in_spec_order(specs, stored + recs), stats
 
     def evaluate(self, run_id: int, iteration: int) -> EvalMetrics:
         r = self.recipe
@@ -190,6 +242,7 @@ class Trainer:
         method, provider = self.credit
         wall = Timings()
         t0 = time.perf_counter()
+        seed_iteration(r.seed, it)  # every global RNG (dropout, learned parts) from (seed, iteration)
         stored = q.episodes(self.store, run_id, iteration=it, split="train", with_steps=True)
         recs, stats = self._rollout(self.policy, self.train_specs(it), run_id, stored, f"rollout {it}")
         wall.rollout = time.perf_counter() - t0
@@ -219,15 +272,22 @@ class Trainer:
             wall.signals_update = time.perf_counter() - t0
 
         success, ret, length = episode_means(recs)
-        rollout = RolloutMetrics(success, ret, length, len(recs), stats.errors,
-                                 stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
-                                 stats.dropped_turns)
+        rollout = RolloutMetrics(
+            success,
+            ret,
+            length,
+            len(recs),
+            stats.errors,
+            stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
+            stats.dropped_turns,
+        )
         return IterationResult(rollout, update, {k: float(v) for k, v in signal_metrics.items()}, wall)
 
     def model_card(self, metrics: dict) -> ModelCard:
         base, note = base_model_reference(self.recipe.model.path)
-        return ModelCard(base, note, recipe_to_yaml(self.recipe),
-                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        return ModelCard(
+            base, note, recipe_to_yaml(self.recipe), {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        )
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, run_id: int, start: int, history: list[dict]) -> TrainSummary:
@@ -250,10 +310,16 @@ class Trainer:
             if it % r.train.checkpoint_every == 0 or last:
                 t1 = time.perf_counter()
                 metrics = res.metrics()  # without this iteration's eval, which comes after the checkpoint
-                path = save_checkpoint(ckpt_root / f"iter-{it:04d}", self.model, self.learner.optimizer,
-                                       self.learner.scheduler, it, extra={"run_id": run_id},
-                                       extra_state_dicts=provider.state_dict() if provider is not None else None,
-                                       card=self.model_card(metrics))
+                path = save_checkpoint(
+                    ckpt_root / f"iter-{it:04d}",
+                    self.model,
+                    self.learner.optimizer,
+                    self.learner.scheduler,
+                    it,
+                    extra={"run_id": run_id},
+                    extra_state_dicts=provider.state_dict() if provider is not None else None,
+                    card=self.model_card(metrics),
+                )
                 self.store.add_checkpoint(run_id, it, str(path), metrics)
                 res.wall.checkpoint = time.perf_counter() - t1
             if last or (r.train.eval_every and it % r.train.eval_every == 0):
@@ -291,16 +357,26 @@ class _IterationPrinter:
     and the wall time of rollout / update / eval."""
 
     # header, metric key, width, kind (pct | num | rate)
-    COLS = [("iter", None, 4, ""), ("success", "success", 7, "pct"), ("return", "return", 7, "num"),
-            ("len", "length", 4, "num"), ("loss", "loss", 7, "num"), ("kl", "kl", 7, "num"),
-            ("clip", "clip_frac", 6, "pct"), ("entropy", "entropy", 7, "num"), ("gnorm", "grad_norm", 6, "num"),
-            ("gen/s", "rollout_tokens_per_s", 6, "rate"), ("learn/s", "tokens_per_s", 7, "rate"),
-            ("eval", "eval_success", 6, "pct")]
+    COLS = [
+        ("iter", None, 4, ""),
+        ("success", "success", 7, "pct"),
+        ("return", "return", 7, "num"),
+        ("len", "length", 4, "num"),
+        ("loss", "loss", 7, "num"),
+        ("kl", "kl", 7, "num"),
+        ("clip", "clip_frac", 6, "pct"),
+        ("entropy", "entropy", 7, "num"),
+        ("gnorm", "grad_norm", 6, "num"),
+        ("gen/s", "rollout_tokens_per_s", 6, "rate"),
+        ("learn/s", "tokens_per_s", 7, "rate"),
+        ("eval", "eval_success", 6, "pct"),
+    ]
 
     def __init__(self, console: Console):
         self.console = console
-        self.console.print(" ".join(f"{c:>{w}}" for c, _, w, _ in self.COLS) + " wall r/u/e",
-                           markup=False, highlight=False)
+        self.console.print(
+            " ".join(f"{c:>{w}}" for c, _, w, _ in self.COLS) + " wall r/u/e", markup=False, highlight=False
+        )
 
     def row(self, it: int, m: dict, wall: dict) -> None:
         cells = [f"{it:>4}"]
@@ -317,8 +393,14 @@ class _IterationPrinter:
         self.console.print(" ".join(cells) + f" {w}", markup=False, highlight=False)
 
 
-def run_train(recipe: Recipe | None, store: Store, resume: str | None = None, overrides=(),
-              console: Console | None = None, show_progress: bool = True) -> TrainSummary:
+def run_train(
+    recipe: Recipe | None,
+    store: Store,
+    resume: str | None = None,
+    overrides=(),
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> TrainSummary:
     console = console or Console(stderr=True)
     if resume is not None:
         run = q.get_run(store, resume, kind="train")
@@ -328,13 +410,16 @@ def run_train(recipe: Recipe | None, store: Store, resume: str | None = None, ov
         cps = q.checkpoints(store, run.id)
         done = checkpoint_iteration(cps[-1]["path"]) if cps else 0  # checked before a model is loaded
         if done >= recipe.train.iterations:
-            raise UserError(f"run {run.id} already finished its {recipe.train.iterations} iterations "
-                            f"(raise train.iterations to continue, e.g. --set train.iterations={done + 1})")
+            raise UserError(
+                f"run {run.id} already finished its {recipe.train.iterations} iterations "
+                f"(raise train.iterations to continue, e.g. --set train.iterations={done + 1})"
+            )
         trainer = Trainer(recipe, store, console, show_progress)
         start = 1
         if cps:
-            loaded = load_checkpoint(cps[-1]["path"], trainer.model, trainer.learner.optimizer,
-                                     trainer.learner.scheduler)
+            loaded = load_checkpoint(
+                cps[-1]["path"], trainer.model, trainer.learner.optimizer, trainer.learner.scheduler
+            )
             start = loaded.iteration + 1
             if trainer.credit.provider is not None:
                 trainer.credit.provider.load_state_dict(loaded.extra_state_dicts)
@@ -364,6 +449,8 @@ def summary_table(s: TrainSummary) -> Table:
     for c in ("before", "after", "change", "iterations", "wall"):
         t.add_column(c, justify="right")
     fmt = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    change = "-" if s.eval_before is None or s.eval_after is None else f"{100 * (s.eval_after - s.eval_before):+.1f} pts"
+    change = (
+        "-" if s.eval_before is None or s.eval_after is None else f"{100 * (s.eval_after - s.eval_before):+.1f} pts"
+    )
     t.add_row(fmt(s.eval_before), fmt(s.eval_after), change, str(s.iterations), f"{s.wall_s / 60:.1f} min")
     return t

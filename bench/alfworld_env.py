@@ -81,10 +81,12 @@ def build_section(games_per_size: int) -> dict[str, list[str]]:
             times.append(time.perf_counter() - t0)
         ids[label] = tasks
         metas = [json.loads(game_path(t).read_text())["agentrl"] for t in tasks]
-        print(f"  {label:5s}: {len(tasks)} games, median {statistics.median(times):.2f} s, "
-              f"mean {statistics.mean(times):.2f} s, max {max(times):.2f} s (first includes imports); "
-              f"receptacles {min(m['receptacles'] for m in metas)}-{max(m['receptacles'] for m in metas)}, "
-              f"objects {min(m['objects'] for m in metas)}-{max(m['objects'] for m in metas)}")
+        print(
+            f"  {label:5s}: {len(tasks)} games, median {statistics.median(times):.2f} s, "
+            f"mean {statistics.mean(times):.2f} s, max {max(times):.2f} s (first includes imports); "
+            f"receptacles {min(m['receptacles'] for m in metas)}-{max(m['receptacles'] for m in metas)}, "
+            f"objects {min(m['objects'] for m in metas)}-{max(m['objects'] for m in metas)}"
+        )
     return ids
 
 
@@ -111,16 +113,25 @@ def latency_section(ids: dict[str, list[str]], steps: int) -> None:
     recorder = AlfWorldEnv()
     for label, tasks in ids.items():
         actions = {t: record_actions(recorder, t, steps, seed=i) for i, t in enumerate(tasks)}
-        spec = {"alfworld_data": str(cache_root() / "alfworld-data"),
-                "games": [{"path": str(game_path(t)), "actions": actions[t]} for t in tasks]}
+        spec = {
+            "alfworld_data": str(cache_root() / "alfworld-data"),
+            "games": [{"path": str(game_path(t)), "actions": actions[t]} for t in tasks],
+        }
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(spec, f)
-        raw = json.loads(subprocess.run([sys.executable, "-c", RAW, f.name], capture_output=True, text=True,
-                                        check=True).stdout)
+        raw = json.loads(
+            subprocess.run([sys.executable, "-c", RAW, f.name], capture_output=True, text=True, check=True).stdout
+        )
         os.unlink(f.name)
         # Adapter in a fresh process too, so both sides start cold.
-        ad = json.loads(subprocess.run([sys.executable, __file__, "--_adapter", json.dumps(
-            {"tasks": tasks, "actions": actions})], capture_output=True, text=True, check=True).stdout)
+        ad = json.loads(
+            subprocess.run(
+                [sys.executable, __file__, "--_adapter", json.dumps({"tasks": tasks, "actions": actions})],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         for name, rows in (("raw textworld", raw), ("adapter", ad)):
             lr = statistics.median(r["load_reset"] for r in rows)
             ra = statistics.median(r["reset_again"] for r in rows)
@@ -129,8 +140,9 @@ def latency_section(ids: dict[str, list[str]], steps: int) -> None:
         r_step = _median_ms([s for r in raw for s in r["steps"]]) / _median_ms([s for r in ad for s in r["steps"]])
         r_load = statistics.median(r["load_reset"] for r in raw) / statistics.median(r["load_reset"] for r in ad)
         r_again = statistics.median(r["reset_again"] for r in raw) / statistics.median(r["reset_again"] for r in ad)
-        print(f"  {label:5s} raw/adapter ratios: load+reset x{r_load:.1f}, "
-              f"reset again x{r_again:.1f}, step x{r_step:.1f}")
+        print(
+            f"  {label:5s} raw/adapter ratios: load+reset x{r_load:.1f}, reset again x{r_again:.1f}, step x{r_step:.1f}"
+        )
 
 
 def _adapter_timings(payload: str) -> None:
@@ -159,8 +171,10 @@ def pool_section(seconds: float, workers: int, max_steps: int = 30) -> None:
     from agentrl.envs.pool import EnvFailure, EnvPool
 
     tasks = build_alfworld("eval", n=12, seed=0, small=True, workers=2)
-    print(f"== pooled env steps/s: random admissible play on {len(tasks)} small eval games, "
-          f"episodes of at most {max_steps} steps")
+    print(
+        f"== pooled env steps/s: random admissible play on {len(tasks)} small eval games, "
+        f"episodes of at most {max_steps} steps"
+    )
     for w in (0, workers):
         slots = max(1, w) * 2
         rng = random.Random(0)
@@ -176,7 +190,7 @@ def pool_section(seconds: float, workers: int, max_steps: int = 30) -> None:
                 o = pool.reset([(s, task, None)])[0]
                 if isinstance(o, EnvFailure):
                     raise RuntimeError(f"reset of {task} failed: {o.error}")
-                obs[s], length[s] = o, 0
+                obs[s], length[s] = o, 0  # noqa: B023
 
             t0 = time.perf_counter()
             for s in range(slots):  # warm-up (worker start, imports, first games): not counted
@@ -198,8 +212,10 @@ def pool_section(seconds: float, workers: int, max_steps: int = 30) -> None:
                         episodes += 1
                         start(s)
             elapsed = time.perf_counter() - t0
-        print(f"  workers={w} ({slots} episodes in flight): {n_steps / elapsed:6.1f} steps/s "
-              f"({n_steps} steps, {episodes} episodes, {failures} failures in {elapsed:.0f} s; warm-up {warm:.1f} s)")
+        print(
+            f"  workers={w} ({slots} episodes in flight): {n_steps / elapsed:6.1f} steps/s "
+            f"({n_steps} steps, {episodes} episodes, {failures} failures in {elapsed:.0f} s; warm-up {warm:.1f} s)"
+        )
 
 
 def main() -> None:

@@ -61,14 +61,28 @@ def tiny_setup(out: Path) -> Path:
         model.save_pretrained(model_dir)
         tok.save_pretrained(model_dir)
     recipe = {
-        "name": "tiny-compare", "seed": 0, "policy": "llm",
+        "name": "tiny-compare",
+        "seed": 0,
+        "policy": "llm",
         "env": {"suite": "toy-chain", "max_steps": 10, "workers": 0},
         "model": {"path": str(model_dir)},
-        "rollout": {"group_size": 4, "groups_per_iteration": 4, "action_mode": "admissible", "history": -1,
-                    "temperature": 1.0, "max_new_tokens": 8},
+        "rollout": {
+            "group_size": 4,
+            "groups_per_iteration": 4,
+            "action_mode": "admissible",
+            "history": -1,
+            "temperature": 1.0,
+            "max_new_tokens": 8,
+        },
         "credit": {"method": "grpo"},
-        "learner": {"lora_rank": 8, "lora_alpha": 16, "lr": 5e-3, "layout": "concat", "tokens_per_step": 2048,
-                    "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
+        "learner": {
+            "lora_rank": 8,
+            "lora_alpha": 16,
+            "lr": 5e-3,
+            "layout": "concat",
+            "tokens_per_step": 2048,
+            "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        },
         "train": {"iterations": 3, "eval_every": 0, "checkpoint_every": 100},
         "eval": {"episodes": 8, "greedy": False},
     }
@@ -77,10 +91,24 @@ def tiny_setup(out: Path) -> Path:
     return path
 
 
-def train_one(recipe: Path, db: Path, name: str, method: str, seed: int, iterations: int | None, out: Path,
-              extra: list[str], env: dict) -> tuple[bool, str]:
-    sets = [f"credit.method={method}", f"seed={seed}", f"name={name}", f"train.output_dir={out / 'checkpoints'}",
-            *extra]
+def train_one(
+    recipe: Path,
+    db: Path,
+    name: str,
+    method: str,
+    seed: int,
+    iterations: int | None,
+    out: Path,
+    extra: list[str],
+    env: dict,
+) -> tuple[bool, str]:
+    sets = [
+        f"credit.method={method}",
+        f"seed={seed}",
+        f"name={name}",
+        f"train.output_dir={out / 'checkpoints'}",
+        *extra,
+    ]
     if iterations is not None:
         sets.append(f"train.iterations={iterations}")
     cmd = [sys.executable, "-m", "agentrl.cli", "train", str(recipe), "--db", str(db), "--no-progress"]
@@ -130,16 +158,39 @@ def print_table(summary: dict[str, dict]) -> None:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     num = lambda x, f=".2f": "-" if x is None else format(x, f)  # noqa: E731
     t = Table(title="credit methods: same suite, budget and seeds (mean over seeds)")
-    for c in ("method", "runs", "eval before", "eval after", "change", "return", "length", "s/iter",
-              "rollout s", "update s", "signals s", "vs grpo", "signals/grpo"):
+    for c in (
+        "method",
+        "runs",
+        "eval before",
+        "eval after",
+        "change",
+        "return",
+        "length",
+        "s/iter",
+        "rollout s",
+        "update s",
+        "signals s",
+        "vs grpo",
+        "signals/grpo",
+    ):
         t.add_column(c, justify="right")
     for m, r in summary.items():
         change = None if r["before"] is None or r["after"] is None else r["after"] - r["before"]
-        t.add_row(m, str(r["runs"]), pct(r["before"]), pct(r["after"]),
-                  "-" if change is None else f"{100 * change:+.1f} pts", num(r["return"], ".3f"),
-                  num(r["length"], ".2f"),
-                  num(r["iter_s"]), num(r["rollout_s"]), num(r["update_s"]), num(r["signals_s"]),
-                  "-" if r["overhead"] is None else f"{100 * r['overhead']:+.0f}%", pct(r["signals_frac"]))
+        t.add_row(
+            m,
+            str(r["runs"]),
+            pct(r["before"]),
+            pct(r["after"]),
+            "-" if change is None else f"{100 * change:+.1f} pts",
+            num(r["return"], ".3f"),
+            num(r["length"], ".2f"),
+            num(r["iter_s"]),
+            num(r["rollout_s"]),
+            num(r["update_s"]),
+            num(r["signals_s"]),
+            "-" if r["overhead"] is None else f"{100 * r['overhead']:+.0f}%",
+            pct(r["signals_frac"]),
+        )
     Console(width=200).print(t)
 
 
@@ -150,8 +201,14 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--iterations", type=int, default=None, help="override train.iterations")
     ap.add_argument("--out", default=None, help="output folder (default runs/credit-compare[-tiny])")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra recipe override for every run (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe override for every run (repeatable)",
+    )
     ap.add_argument("--tiny", action="store_true", help="toy chain suite + tiny random model (smoke run)")
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (each gets cores/jobs threads)")
     args = ap.parse_args()
@@ -180,8 +237,10 @@ def main() -> None:
         seed, m, name = item
         t0 = time.perf_counter()
         ok, last = train_one(recipe, db, name, m, seed, args.iterations, out, args.overrides, env)
-        print(f"{name}: {'ok' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s"
-              + ("" if ok else f" ({last})"), flush=True)
+        print(
+            f"{name}: {'ok' if ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s" + ("" if ok else f" ({last})"),
+            flush=True,
+        )
         return ok, last
 
     store = open_store(str(db))  # creates the schema once, before parallel runs race to do it
@@ -201,11 +260,14 @@ def main() -> None:
     summary = aggregate(per_run)
     if not summary:
         sys.exit("no run finished")
-    print("per run (eval before -> after): " + ", ".join(
-        f"{k} {100 * (r['before'] or 0):.1f}->{100 * (r['after'] or 0):.1f}%" for k, r in runs.items()))
+    print(
+        "per run (eval before -> after): "
+        + ", ".join(f"{k} {100 * (r['before'] or 0):.1f}->{100 * (r['after'] or 0):.1f}%" for k, r in runs.items())
+    )
     print_table(summary)
-    (out / "credit_compare.json").write_text(json.dumps({"recipe": str(recipe), "seeds": args.seeds,
-                                                         "summary": summary, "runs": runs}, indent=1))
+    (out / "credit_compare.json").write_text(
+        json.dumps({"recipe": str(recipe), "seeds": args.seeds, "summary": summary, "runs": runs}, indent=1)
+    )
     png = plot_runs(store, run_ids, out / "credit_compare.png")
     print(f"database {db}\nplot {png}\ntable {out / 'credit_compare.json'}")
 

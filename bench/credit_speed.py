@@ -45,7 +45,12 @@ def make_batch(groups: int, group_size: int, seed: int = 0, text: bool = False) 
                 for _ in range(n)
             ]
             episodes.append(
-                Episode(f"task-{g}", steps, outcome=float(rng.random() < 0.3), signals={"final_answer_prob": rng.uniform(0.01, 1)})
+                Episode(
+                    f"task-{g}",
+                    steps,
+                    outcome=float(rng.random() < 0.3),
+                    signals={"final_answer_prob": rng.uniform(0.01, 1)},
+                )
             )
     return episodes
 
@@ -72,14 +77,14 @@ def main() -> None:
     print(f"{'method':<22}{'seconds':>10}{'steps/s':>14}")
     for name in ["grpo", "rloo", "gigpo", "spa", "oprl", "igpo"]:
         m = get_method(name)
-        t = best_of(lambda: m.advantages(batch))
+        t = best_of(lambda: m.advantages(batch))  # noqa: B023 (called at once)
         print(f"{name:<22}{t:>10.3f}{n_steps / t:>14,.0f}")
 
     small = make_batch(args.sim_groups, args.group_size, seed=1, text=True)
     n_small = sum(len(e.steps) for e in small)
     for name, params in [("gigpo exact", {}), ("gigpo similarity", {"anchor": "similarity"})]:
         m = get_method("gigpo", **params)
-        t = best_of(lambda: m.advantages(small))
+        t = best_of(lambda: m.advantages(small))  # noqa: B023 (called at once)
         print(f"{name:<22}{t:>10.3f}{n_small / t:>14,.0f}   ({n_small} steps, {args.sim_groups} groups, text anchors)")
 
 

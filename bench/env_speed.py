@@ -125,8 +125,10 @@ def main() -> None:
     for i, clock in enumerate(("cpu", "wall")):
         raw_sps, ad_sps = n / r["raw"][i], n / r["adapter"][i]
         overhead = r["adapter"][i] / r["raw"][i] - 1
-        print(f"{clock:>6} {raw_sps:>20.1f} {ad_sps:>16.1f} {ad_sps / raw_sps:>12.3f} {overhead:>+9.1%}"
-              f"   (target <= +10%: {'ok' if overhead <= 0.10 else 'MISSED'})")
+        print(
+            f"{clock:>6} {raw_sps:>20.1f} {ad_sps:>16.1f} {ad_sps / raw_sps:>12.3f} {overhead:>+9.1%}"
+            f"   (target <= +10%: {'ok' if overhead <= 0.10 else 'MISSED'})"
+        )
 
 
 if __name__ == "__main__":

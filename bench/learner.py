@@ -27,18 +27,37 @@ import torch
 
 from agentrl.config import LearnerConfig, ModelConfig
 from agentrl.learner import Learner, StepSample, add_lora, count_tokens, make_micro_batches, sample_logprobs
-from agentrl.learner.update import _steps, autocast_for, body_and_head
+from agentrl.learner.update import _steps
+from agentrl.policy.logprobs import autocast_for, body_and_head
 
-SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                     num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0)
+SMOLLM2_SHAPE = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+    rope_theta=100000.0,
+)
 
 
 def build_model(args) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if args.tiny or args.random:
-        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=512) if args.tiny else SMOLLM2_SHAPE
+        shape = (
+            dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=512,
+            )
+            if args.tiny
+            else SMOLLM2_SHAPE
+        )
         torch.manual_seed(0)
         return LlamaForCausalLM(LlamaConfig(max_position_embeddings=8192, **shape)).eval()
     from agentrl.policy.model import load_model
@@ -109,21 +128,30 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
 
     t0 = time.perf_counter()
     model = build_model(args).to(device)
     if (args.tiny or args.random) and device.type == "cuda":
         model = model.to(torch.bfloat16)
     load_s = time.perf_counter() - t0
-    cfg = LearnerConfig(micro_batch_tokens=args.micro_batch_tokens, tokens_per_step=args.tokens_per_step,
-                        layers=list(range(-args.layers, 0)) if args.layers else None, layout="concat")
+    cfg = LearnerConfig(
+        micro_batch_tokens=args.micro_batch_tokens,
+        tokens_per_step=args.tokens_per_step,
+        layers=list(range(-args.layers, 0)) if args.layers else None,
+        layout="concat",
+    )
     model = add_lora(model, cfg)
     vocab = model.get_base_model().config.vocab_size
     samples = synth_episodes(args.episodes, args.turns, args.prompt, args.obs, args.action, vocab)
     # on-policy old log-probs (ratio ~1, as right after a rollout)
-    for s, lp in zip(samples, sample_logprobs(model, samples, layout="concat", micro_batch_tokens=args.micro_batch_tokens)):
+    for s, lp in zip(
+        samples, sample_logprobs(model, samples, layout="concat", micro_batch_tokens=args.micro_batch_tokens)
+    ):
         s.old_logprobs = lp
 
     learner = Learner(model, cfg, temperature=1.0, device=device)
@@ -138,17 +166,23 @@ def main() -> None:
     learner.update(samples[: args.turns])
 
     what = "tiny random Llama" if args.tiny else ("random SmolLM2-shaped" if args.random else "SmolLM2-135M (GGUF)")
-    print(f"model: {what} on {device} ({torch.get_num_threads()} threads), loaded in {load_s:.1f}s; "
-          f"LoRA r{cfg.lora_rank} {','.join(cfg.target_modules)} layers {'all' if cfg.layers is None else cfg.layers}")
-    print(f"episodes: {args.episodes} x {args.turns} turns, prompt {args.prompt}, obs {args.obs}, action {args.action} tokens; "
-          f"micro_batch_tokens {cfg.micro_batch_tokens}, tokens_per_step {cfg.tokens_per_step}, repeats {args.repeats}",
-          flush=True)
+    print(
+        f"model: {what} on {device} ({torch.get_num_threads()} threads), loaded in {load_s:.1f}s; "
+        f"LoRA r{cfg.lora_rank} {','.join(cfg.target_modules)} layers {'all' if cfg.layers is None else cfg.layers}"
+    )
+    print(
+        f"episodes: {args.episodes} x {args.turns} turns, prompt {args.prompt}, obs {args.obs}, action {args.action} tokens; "  # noqa: E501
+        f"micro_batch_tokens {cfg.micro_batch_tokens}, tokens_per_step {cfg.tokens_per_step}, repeats {args.repeats}",
+        flush=True,
+    )
 
     # interleaved repeats, so a load change on a shared machine hits every variant alike; each
     # timing is printed as it lands (a slow shared CPU may not reach the end)
     runs = {
         "agentrl Learner.update (concat)": lambda: learner.update(samples)["time_s"],
-        "bare peft loop, logits at loss positions": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, False, device),
+        "bare peft loop, logits at loss positions": lambda: bare_update(
+            model, bare_opt, cat_batches, cfg, 1.0, False, device
+        ),
         "bare peft loop, full logits": lambda: bare_update(model, bare_opt, cat_batches, cfg, 1.0, True, device),
         "agentrl Learner.update (per_step)": lambda: learner_per.update(samples)["time_s"],
     }
@@ -159,14 +193,18 @@ def main() -> None:
     for r in range(args.repeats):
         for k, fn in runs.items():
             times[k].append(fn())
-            print(f"  run {r + 1}: {k:<42}{tokens[k]:>7} tokens {times[k][-1]:>8.2f}s {tokens[k] / times[k][-1]:>8.1f} tok/s",
-                  flush=True)
+            print(
+                f"  run {r + 1}: {k:<42}{tokens[k]:>7} tokens {times[k][-1]:>8.2f}s {tokens[k] / times[k][-1]:>8.1f} tok/s",  # noqa: E501
+                flush=True,
+            )
     t = {k: statistics.median(v) for k, v in times.items()}
     t_cat = t["agentrl Learner.update (concat)"]
     tok = cat_n["tokens"]
 
     print()
-    print(f"{'variant (same concat micro-batches)':<44}{'tokens':>8}{'s/iter':>9}{'tok/s':>9}{'agentrl speed / this':>22}")
+    print(
+        f"{'variant (same concat micro-batches)':<44}{'tokens':>8}{'s/iter':>9}{'tok/s':>9}{'agentrl speed / this':>22}"
+    )
     for name in runs:
         if "per_step" not in name:
             print(f"{name:<44}{tok:>8}{t[name]:>9.2f}{tok / t[name]:>9.1f}{t[name] / t_cat:>21.2f}x")
@@ -175,7 +213,9 @@ def main() -> None:
     print(f"{'layout (same episodes)':<44}{'tokens':>8}{'s/iter':>9}{'tok/s':>9}{'loss tok':>10}{'seqs':>6}")
     for name, n, tt in (("concat", cat_n, t_cat), ("per_step", per_n, t_per)):
         print(f"{name:<44}{n['tokens']:>8}{tt:>9.2f}{n['tokens'] / tt:>9.1f}{n['loss_tokens']:>10}{n['sequences']:>6}")
-    print(f"concat processes {per_n['tokens'] / cat_n['tokens']:.2f}x fewer tokens and is {t_per / t_cat:.2f}x faster per iteration")
+    print(
+        f"concat processes {per_n['tokens'] / cat_n['tokens']:.2f}x fewer tokens and is {t_per / t_cat:.2f}x faster per iteration"  # noqa: E501
+    )
 
 
 if __name__ == "__main__":

@@ -151,19 +151,23 @@ def bench_pool(tasks: list[str], steps: int, workers: list[int], repeats: int, s
     t0 = time.perf_counter()
     scripts = record_scripts(tasks, steps, seed)
     n_resets = sum(s.count(RESET) for s in scripts)
-    print(f"recorded {len(tasks)} x {steps} random admissible actions ({n_resets} resets) "
-          f"in {time.perf_counter() - t0:.1f}s (not timed)")
+    print(
+        f"recorded {len(tasks)} x {steps} random admissible actions ({n_resets} resets) "
+        f"in {time.perf_counter() - t0:.1f}s (not timed)"
+    )
     configs = [0] + [w for w in workers if w > 0]
     pools = {w: EnvPool(workers=w, step_timeout=60) for w in configs}
     best: dict[int, Replay] = {}
     try:
-        for w, pool in pools.items():  # start workers, load every game once: not timed
+        for _w, pool in pools.items():  # start workers, load every game once: not timed
             pool.reset([(i, t, 0) for i, t in enumerate(tasks)])
         for r in range(repeats):
             for w, pool in pools.items():
                 res = replay(pool, tasks, scripts)
-                print(f"  run {r + 1}/{repeats} workers={w}: {res.steps_per_s:7.1f} steps/s "
-                      f"({res.steps} steps + {res.resets} resets in {res.seconds:.2f}s)  load {loadavg()}")
+                print(
+                    f"  run {r + 1}/{repeats} workers={w}: {res.steps_per_s:7.1f} steps/s "
+                    f"({res.steps} steps + {res.resets} resets in {res.seconds:.2f}s)  load {loadavg()}"
+                )
                 if w not in best or res.seconds < best[w].seconds:
                     best[w] = res
     finally:
@@ -182,15 +186,38 @@ def synthetic_episode(rng: random.Random, k: int, steps: int = 20) -> EpisodeRec
     for t in range(steps):
         obs = " ".join(rng.choice(words) for _ in range(80))[:500]
         adm = [f"take {w} from {rng.choice(words)}" for w in words]
-        recs.append(StepRecord(
-            t=t, observation=obs, action=adm[0], reward=float(t == steps - 1), terminated=t == steps - 1,
-            valid=True, anchor=obs[:300], admissible=adm, raw=adm[0],
-            prompt_ids=[rng.randrange(49_152) for _ in range(300)],
-            action_ids=[rng.randrange(49_152) for _ in range(10)],
-            logprobs=[-rng.random() for _ in range(10)], info={"dropped_turns": 0}))
-    return EpisodeRecord(task_id=f"textworld/w2-o3-q4/seed-{k % 8}", group_id=f"it1/{k // 4}", env="textworld",
-                         split="train", iteration=1, seed=k, policy="llm:smollm2-135m-instruct", status="ok",
-                         won=True, ret=1.0, goal="Find the key.", final_observation="You won!", steps=recs)
+        recs.append(
+            StepRecord(
+                t=t,
+                observation=obs,
+                action=adm[0],
+                reward=float(t == steps - 1),
+                terminated=t == steps - 1,
+                valid=True,
+                anchor=obs[:300],
+                admissible=adm,
+                raw=adm[0],
+                prompt_ids=[rng.randrange(49_152) for _ in range(300)],
+                action_ids=[rng.randrange(49_152) for _ in range(10)],
+                logprobs=[-rng.random() for _ in range(10)],
+                info={"dropped_turns": 0},
+            )
+        )
+    return EpisodeRecord(
+        task_id=f"textworld/w2-o3-q4/seed-{k % 8}",
+        group_id=f"it1/{k // 4}",
+        env="textworld",
+        split="train",
+        iteration=1,
+        seed=k,
+        policy="llm:smollm2-135m-instruct",
+        status="ok",
+        won=True,
+        ret=1.0,
+        goal="Find the key.",
+        final_observation="You won!",
+        steps=recs,
+    )
 
 
 def bench_store_writes(episodes: int, seed: int) -> tuple[float, float, list[float]]:
@@ -230,12 +257,26 @@ def bench_store_share(tasks: list[str], group_size: int, max_steps: int, workers
         with EnvPool(workers=workers, step_timeout=60) as pool:
             pool.reset([(i, t, 0) for i, t in enumerate(tasks)])  # start workers: not timed
             t0 = time.perf_counter()
-            stats = run_episodes(specs, RandomPolicy(seed), pool, max_steps, on_episode,
-                                 concurrency=max(8, 2 * workers), policy_name="random")
+            stats = run_episodes(
+                specs,
+                RandomPolicy(seed),
+                pool,
+                max_steps,
+                on_episode,
+                concurrency=max(8, 2 * workers),
+                policy_name="random",
+            )
             wall = time.perf_counter() - t0
         store.close()
-    return {"episodes": stats.episodes, "steps": stats.steps, "errors": stats.errors, "wall": wall,
-            "write_s": write_s, "env_s": stats.env_s, "policy_s": stats.policy_s}
+    return {
+        "episodes": stats.episodes,
+        "steps": stats.steps,
+        "errors": stats.errors,
+        "wall": wall,
+        "write_s": write_s,
+        "env_s": stats.env_s,
+        "policy_s": stats.policy_s,
+    }
 
 
 # ------------------------------------------------------------------ main
@@ -285,19 +326,27 @@ def main() -> None:
         label = "in-process (workers=0)" if w == 0 else f"EnvPool(workers={w})"
         target = "" if w == 0 else (">= 1.6x" if w == 2 else "(reported)")
         print(f"{label:<34}{r.steps_per_s:>10.1f}{r.steps_per_s / base.steps_per_s:>14.2f}x   {target}")
-    print(f"  {len(tasks)} envs x {steps} actions, {base.resets} resets in the loop, best of {repeats}; "
-          f"same replay in every configuration: {'yes' if same else 'NO ' + str(checksums)}")
-    print(f"  parallelism available to 2 busy processes (ideal 2.00x on 2 idle cores): "
-          f"{par_before:.2f}x before, {par_after:.2f}x after")
+    print(
+        f"  {len(tasks)} envs x {steps} actions, {base.resets} resets in the loop, best of {repeats}; "
+        f"same replay in every configuration: {'yes' if same else 'NO ' + str(checksums)}"
+    )
+    print(
+        f"  parallelism available to 2 busy processes (ideal 2.00x on 2 idle cores): "
+        f"{par_before:.2f}x before, {par_after:.2f}x after"
+    )
     print(f"{'store':<34}{'value':>10}{'':>15}   target")
     print(f"{'write throughput (steps/s)':<34}{wps:>10.0f}{'':>15}   >= 10,000")
     print(f"{'  same, per CPU-second of writer':<34}{cpu_wps:>10.0f}")
-    print(f"  {n_store} episodes x 20 steps, one transaction each; per episode median "
-          f"{1000 * statistics.median(per_ep):.2f} ms, max {1000 * max(per_ep):.1f} ms")
+    print(
+        f"  {n_store} episodes x 20 steps, one transaction each; per episode median "
+        f"{1000 * statistics.median(per_ep):.2f} ms, max {1000 * max(per_ep):.1f} ms"
+    )
     print(f"{'share of eval wall in writes':<34}{share_pct:>9.2f}%{'':>15}   <= 2%")
-    print(f"  random policy, {share['episodes']} episodes / {share['steps']} steps (max 20), "
-          f"EnvPool(workers={max(workers[:1] or [2])}): wall {share['wall']:.2f}s, writes {share['write_s']:.3f}s, "
-          f"env {share['env_s']:.2f}s, policy {share['policy_s']:.3f}s, errors {share['errors']}")
+    print(
+        f"  random policy, {share['episodes']} episodes / {share['steps']} steps (max 20), "
+        f"EnvPool(workers={max(workers[:1] or [2])}): wall {share['wall']:.2f}s, writes {share['write_s']:.3f}s, "
+        f"env {share['env_s']:.2f}s, policy {share['policy_s']:.3f}s, errors {share['errors']}"
+    )
 
 
 if __name__ == "__main__":

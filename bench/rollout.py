@@ -26,8 +26,16 @@ from agentrl.policy.base import TurnContext
 from agentrl.policy.hf import HFPolicy
 
 ROOMS = ["kitchen", "pantry", "bedroom", "corridor", "garden", "cellar", "attic", "study"]
-THINGS = ["a wooden table", "a closed fridge", "a rusty key", "an old lamp", "a red apple", "a locked chest",
-          "a pile of books", "a muddy boot"]
+THINGS = [
+    "a wooden table",
+    "a closed fridge",
+    "a rusty key",
+    "an old lamp",
+    "a red apple",
+    "a locked chest",
+    "a pile of books",
+    "a muddy boot",
+]
 
 
 def say(*a) -> None:
@@ -49,8 +57,10 @@ def play(policy: HFPolicy, episodes: int, turns: int) -> dict:
     gen = 0
     t0 = time.perf_counter()
     for t in range(turns):
-        ctxs = [TurnContext(key=k, task_id=f"fake/{k}", t=t, observation=fake_obs(k, t), history=list(h))
-                for k, h in hist.items()]
+        ctxs = [
+            TurnContext(key=k, task_id=f"fake/{k}", t=t, observation=fake_obs(k, t), history=list(h))
+            for k, h in hist.items()
+        ]
         for c, a in zip(ctxs, policy.act(ctxs)):
             hist[c.key].append((c.observation.text, a.text))
             gen += len(a.action_ids)
@@ -58,15 +68,24 @@ def play(policy: HFPolicy, episodes: int, turns: int) -> dict:
     for k in hist:
         policy.end_episode(k)
     s = policy.stats
-    return dict(wall=wall, steps=episodes * turns, gen=gen, prompt=s.prompt_tokens, prefill=s.prefilled_tokens,
-                prefill_s=s.prefill_s, decode_s=s.decode_s)
+    return dict(
+        wall=wall,
+        steps=episodes * turns,
+        gen=gen,
+        prompt=s.prompt_tokens,
+        prefill=s.prefilled_tokens,
+        prefill_s=s.prefill_s,
+        decode_s=s.decode_s,
+    )
 
 
 def row(name: str, r: dict) -> str:
-    return (f"  {name:<28} {r['wall']:8.1f} s {r['steps'] / r['wall']:8.2f} steps/s "
-            f"{r['gen'] / r['wall']:8.1f} gen tok/s"
-            f"   prefill {r['prefill_s']:6.1f} s ({r['prefill']} of {r['prompt']} prompt tokens)"
-            f"   decode {r['decode_s']:6.1f} s")
+    return (
+        f"  {name:<28} {r['wall']:8.1f} s {r['steps'] / r['wall']:8.2f} steps/s "
+        f"{r['gen'] / r['wall']:8.1f} gen tok/s"
+        f"   prefill {r['prefill_s']:6.1f} s ({r['prefill']} of {r['prompt']} prompt tokens)"
+        f"   decode {r['decode_s']:6.1f} s"
+    )
 
 
 def main() -> None:
@@ -76,8 +95,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (0 = torch default; on a shared 2-core machine 1 is several times faster)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0 = torch default; on a shared 2-core machine 1 is several times faster)",
+    )
     ap.add_argument("--only", default="abc", help="which comparisons to run, e.g. 'ac'")
     args = ap.parse_args()
     if args.threads:
@@ -92,9 +115,11 @@ def main() -> None:
         from agentrl.policy.model import load_model
 
         model, tok = load_model(ModelConfig(path=args.model))
-    say(f"model {'tiny' if args.tiny else args.model}: loaded in {time.perf_counter() - t0:.1f} s, "
-          f"{torch.get_num_threads()} threads, {args.episodes} episodes x {args.turns} turns, "
-          f"max_new_tokens {args.max_new_tokens}")
+    say(
+        f"model {'tiny' if args.tiny else args.model}: loaded in {time.perf_counter() - t0:.1f} s, "
+        f"{torch.get_num_threads()} threads, {args.episodes} episodes x {args.turns} turns, "
+        f"max_new_tokens {args.max_new_tokens}"
+    )
     E, T = args.episodes, args.turns
     free = RolloutConfig(action_mode="free", history=-1, max_new_tokens=args.max_new_tokens, batch_size=E)
     HFPolicy(model, tok, free).act([TurnContext(0, "w", 0, fake_obs(0, 0))])  # warm-up
@@ -105,9 +130,11 @@ def main() -> None:
         one = play(HFPolicy(model, tok, free.model_copy(update={"batch_size": 1}), seed=0), E, T)
         say(row(f"batched (batch {E})", b))
         say(row("one at a time (batch 1)", one))
-        say(f"  speed-up: {b['steps'] / b['wall'] / (one['steps'] / one['wall']):.2f}x steps/s, "
-              f"{b['gen'] / b['wall'] / (one['gen'] / one['wall']):.2f}x gen tok/s; decode loop alone "
-              f"{b['gen'] / b['decode_s'] / (one['gen'] / one['decode_s']):.2f}x tok/s")
+        say(
+            f"  speed-up: {b['steps'] / b['wall'] / (one['steps'] / one['wall']):.2f}x steps/s, "
+            f"{b['gen'] / b['wall'] / (one['gen'] / one['wall']):.2f}x gen tok/s; decode loop alone "
+            f"{b['gen'] / b['decode_s'] / (one['gen'] / one['decode_s']):.2f}x tok/s"
+        )
 
     if "b" in args.only:
         say("(b) HFPolicy vs bare model.generate on the same first-turn prompts (greedy, batch of all)")
@@ -122,9 +149,14 @@ def main() -> None:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         t1 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=args.max_new_tokens, eos_token_id=sorted(pol.fmt.stop_ids),
-                                 pad_token_id=tok.pad_token_id)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=args.max_new_tokens,
+                eos_token_id=sorted(pol.fmt.stop_ids),
+                pad_token_id=tok.pad_token_id,
+            )
         t_gen = time.perf_counter() - t1
         stops = pol.fmt.stop_ids
         same = 0

@@ -74,12 +74,20 @@ def env():
 
 def test_task_ids_round_trip_and_refuse_bad_ones():
     spec = parse_task_id("alfworld/pick_two_obj_and_place/FloorPlan12/small-seed-40")
-    assert (spec.task_type, spec.floorplan, spec.seed, spec.small) == \
-        ("pick_two_obj_and_place", "FloorPlan12", 40, True)
+    assert (spec.task_type, spec.floorplan, spec.seed, spec.small) == (
+        "pick_two_obj_and_place",
+        "FloorPlan12",
+        40,
+        True,
+    )
     assert spec.id == "alfworld/pick_two_obj_and_place/FloorPlan12/small-seed-40"
     assert parse_task_id("alfworld/look_at_obj_in_light/FloorPlan201/seed-3").small is False
-    for bad in ("alfworld/fly/FloorPlan1/seed-0", "alfworld/pick_and_place_simple/Kitchen1/seed-0",
-                "textworld/x/seed-1", "alfworld/pick_and_place_simple/FloorPlan1/seed-x"):
+    for bad in (
+        "alfworld/fly/FloorPlan1/seed-0",
+        "alfworld/pick_and_place_simple/Kitchen1/seed-0",
+        "textworld/x/seed-1",
+        "alfworld/pick_and_place_simple/FloorPlan1/seed-x",
+    ):
         with pytest.raises(UserError):
             parse_task_id(bad)
     with pytest.raises(UserError):  # heating needs a microwave: kitchens only
@@ -98,9 +106,12 @@ def test_small_game_of_each_type_is_won_by_its_plan(games, env, task_type):
     assert plan and plan == obs.info["expert_plan"] == data["walkthrough"]
     assert any(step.startswith(VERB[task_type]) for step in plan)
     # The goal sentence is one of ALFWorld's templates for this type, filled with the targets.
-    _, glib = gen._alfworld()
-    fills = dict(obj=meta["object_target"].lower(), recep=(meta["parent_target"] or "").lower(),
-                 toggle=(meta["toggle_target"] or "").lower())
+    _, glib = gen.alfworld_modules()
+    fills = dict(
+        obj=meta["object_target"].lower(),
+        recep=(meta["parent_target"] or "").lower(),
+        toggle=(meta["toggle_target"] or "").lower(),
+    )
     assert obs.goal.rstrip(".") in {t.format(**fills) for t in glib.gdict[task_type]["templates"]}
     assert obs.text.startswith("You are in the middle of a room.") and "Your task is to" not in obs.text
     assert obs.anchor.startswith("-= Welcome to TextWorld, ALFRED! =-")
@@ -112,13 +123,13 @@ def test_small_game_of_each_type_is_won_by_its_plan(games, env, task_type):
         obs = tr.observation
         rewards.append(tr.reward)
         assert tr.valid and obs.anchor == obs.text
-        assert obs.info["expert_plan"] == plan[k + 1:]
+        assert obs.info["expert_plan"] == plan[k + 1 :]
         assert tr.terminated == tr.won == (k == len(plan) - 1)
     assert rewards == [0.0] * (len(plan) - 1) + [1.0]
 
 
 def test_placements_respect_can_contain_and_leave_the_goal_open():
-    constants, _ = gen._alfworld()
+    constants, _ = gen.alfworld_modules()
     val = constants.VAL_RECEPTACLE_OBJECTS
     rng = random.Random(0)
     for task_type in TASK_TYPES:
@@ -188,7 +199,7 @@ def test_expert_plan_survives_detours_and_goes_stale_on_real_deviation(games, en
     obs = env.reset(tid)
     plan = obs.info["walkthrough"]
     tr = env.step(plan[0])  # go to the first target's receptacle
-    here = plan[0][len("go to "):]
+    here = plan[0][len("go to ") :]
     elsewhere = next(a for a in tr.observation.admissible if a.startswith("go to ") and a != plan[0])
     assert env.step("look").observation.info["expert_plan"] == plan[1:]
     tr = env.step(elsewhere)  # a detour: the plan first goes back
@@ -205,7 +216,7 @@ def test_expert_plan_survives_detours_and_goes_stale_on_real_deviation(games, en
     for a in [x for x in obs.admissible if x.startswith("go to ")]:
         tr = env.step(a)
         if tr.observation.text.endswith("is closed."):
-            tr = env.step("open " + a[len("go to "):])
+            tr = env.step("open " + a[len("go to ") :])
         takes = [x for x in tr.observation.admissible if x.startswith("take ") and not x.startswith(f"take {target} ")]
         if takes:
             tr = env.step(takes[0])
@@ -234,16 +245,20 @@ def play(env):
 """
 
 # the same play() in a clean process, on plain textworld (no agentrl patches imported)
-_PLAIN = """
+_PLAIN = (
+    """
 import json, os, random, sys
 os.environ.setdefault("ALFWORLD_DATA", sys.argv[2])
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 infos = textworld.EnvInfos(admissible_commands=True, won=True, extras=["walkthrough"])
 env = textworld.start(sys.argv[1], request_infos=infos, wrappers=[AlfredDemangler])
-""" + _PLAY + """
+"""
+    + _PLAY
+    + """
 print(json.dumps(play(env)))
 """
+)
 
 
 def test_fast_env_says_exactly_what_plain_textworld_says(games, cache):
@@ -253,8 +268,13 @@ def test_fast_env_says_exactly_what_plain_textworld_says(games, cache):
     from agentrl.envs.alfworld.play import start_game
 
     path = game_path(games["pick_heat_then_place_in_recep"])
-    out = subprocess.run([sys.executable, "-c", _PLAIN, str(path), str(cache / "alfworld-data")],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _PLAIN, str(path), str(cache / "alfworld-data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     plain = json.loads(out)
     namespace = {"random": random}
     exec(_PLAY, namespace)
@@ -271,7 +291,7 @@ def test_plan_tasks_is_deterministic_balanced_and_split_by_floorplan():
     specs = [parse_task_id(i) for i in ids]
     assert [s.task_type for s in specs] == list(TASK_TYPES) * 2
     assert all(s.small for s in specs)
-    constants, _ = gen._alfworld()
+    constants, _ = gen.alfworld_modules()
     test_scenes = {f"FloorPlan{n}" for n in constants.TEST_SCENE_NUMBERS}
     assert {s.floorplan for s in specs} <= test_scenes
     train = {parse_task_id(i).floorplan for i in plan_tasks("train", 60, seed=0)}

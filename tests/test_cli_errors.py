@@ -5,19 +5,26 @@ import sqlite3
 
 import pytest
 import yaml
-
 from conftest import run_cli, write_recipe
 
 
 def _toy_suite(d, name="tiny", pattern="toy/pick-4/seed-{i}", train=(0, 3), eval_=(100, 103), env="toy"):
-    (d / f"{name}.yaml").write_text(yaml.safe_dump({
-        "name": name, "env": env, "description": "test suite",
-        "train": {"pattern": pattern, "seeds": list(train)}, "eval": {"pattern": pattern, "seeds": list(eval_)}}))
+    (d / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "env": env,
+                "description": "test suite",
+                "train": {"pattern": pattern, "seeds": list(train)},
+                "eval": {"pattern": pattern, "seeds": list(eval_)},
+            }
+        )
+    )
 
 
 def _one_line_error(code, err, expected_code=2, needle=""):
     assert code == expected_code, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [l for l in err.strip().splitlines() if l.strip()]  # noqa: E741
     assert len(lines) == 1, err
     assert lines[0].startswith("error:"), err
     assert "Traceback" not in err
@@ -70,6 +77,8 @@ def test_unknown_episode_and_run(tmp_path, capsys, suites_dir):
     _one_line_error(code, err, needle="no episode 9999")
     code, _, err = run_cli(["replay", "abc", "--db", db], capsys)
     _one_line_error(code, err, needle="episode id")
+    code, _, err = run_cli(["replay", "1", "--policy", "1:last", "--db", db, "--no-progress"], capsys)
+    _one_line_error(code, err, needle="--policy expects RUN or RUN:N, got '1:last'")
     code, _, err = run_cli(["inspect", "nosuchrun", "--db", db], capsys)
     _one_line_error(code, err, needle="no run 'nosuchrun'")
 
@@ -115,8 +124,7 @@ def test_read_only_database_directory(tmp_path, suites_dir):
         if not shutil.which("unshare"):
             pytest.skip("root without unshare: cannot make a read-only directory")
         script = f"mount -t tmpfs -o ro,size=1m tmpfs {ro} && exec " + " ".join(cli)
-        probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {ro}"],
-                               capture_output=True)
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {ro}"], capture_output=True)
         if probe.returncode != 0:
             pytest.skip("root without mount namespaces: cannot make a read-only directory")
         cmd = ["unshare", "-m", "sh", "-c", script]

@@ -11,8 +11,7 @@ import math
 
 import pytest
 
-from agentrl.credit import CreditError, Episode, Step, get_method, list_methods
-from agentrl.credit import registry
+from agentrl.credit import CreditError, Episode, Step, get_method, list_methods, registry
 from agentrl.errors import UserError
 
 EPS = 1e-6
@@ -408,7 +407,7 @@ def test_unknown_method_and_params():
     assert get_method("gigpo", gamma="0.9").gamma == 0.9  # YAML strings are accepted
 
 
-THIRDPARTY = '''
+THIRDPARTY = """
 from dataclasses import dataclass
 
 @dataclass(frozen=True)
@@ -418,7 +417,7 @@ class Const:
 
     def advantages(self, episodes):
         return [[self.value] * len(e.steps) for e in episodes]
-'''
+"""
 
 
 def test_entry_point_method(tmp_path, monkeypatch):
@@ -463,8 +462,9 @@ def test_episode_stats_step_weights_episodes_by_length():
     """episode_stats=step: an episode counts once per step (verl-agent's default).
     R = [1, 0], lengths [3, 1]: rows [1, 1, 1, 0], mean .75, unbiased std .5."""
     batch = [ep("g", [0, 0, 1]), ep("g", [0])]
-    close(get_method("grpo", episode_stats="step").advantages(batch),
-          [[0.25 / (0.5 + 1e-6)] * 3, [-0.75 / (0.5 + 1e-6)]])
+    close(
+        get_method("grpo", episode_stats="step").advantages(batch), [[0.25 / (0.5 + 1e-6)] * 3, [-0.75 / (0.5 + 1e-6)]]
+    )
     close(get_method("grpo", norm="mean", episode_stats="step").advantages(batch), [[0.25] * 3, [-0.75]])
     # rloo over rows: 1 - (3 - 1)/3 = 1/3 for the long episode; 0 - 3/3 = -1 for the short one
     close(get_method("rloo", episode_stats="step").advantages(batch), [[1 / 3] * 3, [-1.0]])

@@ -30,8 +30,10 @@ def _episodes(case: dict) -> list[Episode]:
     return [
         Episode(
             group=e["group"],
-            steps=[Step(float(s["reward"]), s.get("anchor", ""), bool(s.get("valid", True)), dict(s.get("signals", {})))
-                   for s in e["steps"]],
+            steps=[
+                Step(float(s["reward"]), s.get("anchor", ""), bool(s.get("valid", True)), dict(s.get("signals", {})))
+                for s in e["steps"]
+            ],
             outcome=e.get("outcome"),
             signals=dict(e.get("signals", {})),
         )

@@ -4,19 +4,24 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import yaml
-
 from conftest import AGENTRL, run_cli, write_recipe
 
 
 def _long_toy_suite(d, n=50000):
-    (d / "long.yaml").write_text(yaml.safe_dump({
-        "name": "long", "env": "toy", "description": "many chain episodes",
-        "train": {"pattern": "toy/chain-8/seed-{i}", "seeds": [50000, 50009]},
-        "eval": {"pattern": "toy/chain-8/seed-{i}", "seeds": [0, n - 1]}}))
+    (d / "long.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "long",
+                "env": "toy",
+                "description": "many chain episodes",
+                "train": {"pattern": "toy/chain-8/seed-{i}", "seeds": [50000, 50009]},
+                "eval": {"pattern": "toy/chain-8/seed-{i}", "seeds": [0, n - 1]},
+            }
+        )
+    )
 
 
 def _count(db, sql):
@@ -32,8 +37,13 @@ def _start_eval(tmp_path, suites_dir):
     recipe = write_recipe(tmp_path / "long.yaml", "long", env={"max_steps": 12, "workers": 1})
     db = str(tmp_path / "runs.db")
     env = {**os.environ, "AGENTRL_ENVS_DIR": str(suites_dir)}
-    proc = subprocess.Popen([*AGENTRL, "eval", str(recipe), "--db", db, "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [*AGENTRL, "eval", str(recipe), "--db", db, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     return proc, db, env
 
 
@@ -79,8 +89,9 @@ def test_inspect_while_eval_writes(tmp_path, suites_dir):
     try:
         _wait_for_episodes(db, proc, 5)
         for _ in range(3):
-            r = subprocess.run([*AGENTRL, "inspect", "1", "--db", db, "--json"], capture_output=True, text=True,
-                               env=env, timeout=60)
+            r = subprocess.run(
+                [*AGENTRL, "inspect", "1", "--db", db, "--json"], capture_output=True, text=True, env=env, timeout=60
+            )
             assert "locked" not in r.stderr, r.stderr
             assert r.returncode == 0, r.stderr
             r = subprocess.run([*AGENTRL, "runs", "--db", db], capture_output=True, text=True, env=env, timeout=60)
@@ -94,10 +105,17 @@ def test_inspect_while_eval_writes(tmp_path, suites_dir):
 
 
 def test_replay_matches_and_detects_tampering(tmp_path, suites_dir, capsys):
-    (suites_dir / "chain.yaml").write_text(yaml.safe_dump({
-        "name": "chain", "env": "toy", "description": "",
-        "train": {"pattern": "toy/chain-3/seed-{i}", "seeds": [0, 3]},
-        "eval": {"pattern": "toy/chain-3/seed-{i}", "seeds": [10, 13]}}))
+    (suites_dir / "chain.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "chain",
+                "env": "toy",
+                "description": "",
+                "train": {"pattern": "toy/chain-3/seed-{i}", "seeds": [0, 3]},
+                "eval": {"pattern": "toy/chain-3/seed-{i}", "seeds": [10, 13]},
+            }
+        )
+    )
     db = str(tmp_path / "r.db")
     recipe = write_recipe(tmp_path / "r.yaml", "chain", env={"max_steps": 6})
     code, _, err = run_cli(["eval", str(recipe), "--db", db, "--no-progress"], capsys)
@@ -109,11 +127,14 @@ def test_replay_matches_and_detects_tampering(tmp_path, suites_dir, capsys):
     # the stored return is the sum of the stored rewards (the expert run wins every episode: return 1)
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*), sum(\"return\") FROM episodes WHERE policy = 'expert'").fetchone() == (4, 4.0)
-    for eid, ret, total in con.execute("SELECT e.id, e.\"return\", sum(s.reward) FROM episodes e "
-                                       "JOIN steps s ON s.episode_id = e.id GROUP BY e.id"):
+    for eid, ret, total in con.execute(
+        'SELECT e.id, e."return", sum(s.reward) FROM episodes e JOIN steps s ON s.episode_id = e.id GROUP BY e.id'
+    ):
         assert abs(ret - total) < 1e-9, (eid, ret, total)
-    assert con.execute("SELECT sum(won) FROM episodes").fetchone()[0] == \
-        con.execute("SELECT count(*) FROM episodes WHERE \"return\" > 0").fetchone()[0]
+    assert (
+        con.execute("SELECT sum(won) FROM episodes").fetchone()[0]
+        == con.execute('SELECT count(*) FROM episodes WHERE "return" > 0').fetchone()[0]
+    )
     con.close()
     for eid in ids:
         code, out, err = run_cli(["replay", str(eid), "--db", db], capsys)

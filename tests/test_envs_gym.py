@@ -53,7 +53,7 @@ def test_chain_advances_only_on_the_fixed_exit_with_repeated_anchors():
     obs = env.reset("toy/chain-3/seed-7")
     assert obs.info["expert_plan"] == ["go north", "go east", "climb up"] == EXITS[:3]
     anchors, rewards = [], []
-    for room, exit_ in enumerate(obs.info["expert_plan"]):
+    for _room, exit_ in enumerate(obs.info["expert_plan"]):
         wrong = next(c for c in obs.admissible if c != exit_)
         stay = env.step(wrong)  # valid, but nothing changes
         assert stay.valid and stay.reward == 0 and not stay.terminated
@@ -185,8 +185,10 @@ def test_registration_is_idempotent_and_complete():
         assert env_id in gymnasium.registry
 
 
-@pytest.mark.parametrize("env_id,kwargs", [("agentrl/Toy-v0", {}), ("agentrl/Toy-v0", {"task": "toy/pick-4/seed-1"}),
-                                           ("agentrl/ToyText-v0", {})])
+@pytest.mark.parametrize(
+    "env_id,kwargs",
+    [("agentrl/Toy-v0", {}), ("agentrl/Toy-v0", {"task": "toy/pick-4/seed-1"}), ("agentrl/ToyText-v0", {})],
+)
 def test_check_env(env_id, kwargs):
     env = gymnasium.make(env_id, **kwargs)
     check_env(env.unwrapped)
@@ -209,6 +211,8 @@ def test_adapter_env_info_and_task_switch():
 
 
 def test_fit_text_keeps_space_membership():
-    space = gymnasium.spaces.Text(max_length=10, min_length=0, charset=AdapterEnv("toy").observation_space.character_set)
+    space = gymnasium.spaces.Text(
+        max_length=10, min_length=0, charset=AdapterEnv("toy").observation_space.character_set
+    )
     out = fit_text("héllo\x00日本 and more", 10)
     assert out == "héllo??? a" and space.contains(out)

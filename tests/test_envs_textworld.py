@@ -11,7 +11,13 @@ pytest.importorskip("textworld")
 
 from agentrl.envs.registry import make_env  # noqa: E402
 from agentrl.envs.textworld import (  # noqa: E402
-    REFUSED_TEXT, TextWorldEnv, build_games, clean_text, game_path, parse_task, strip_banner,
+    REFUSED_TEXT,
+    TextWorldEnv,
+    build_games,
+    clean_text,
+    game_path,
+    parse_task,
+    strip_banner,
 )
 from agentrl.errors import UserError  # noqa: E402
 
@@ -59,17 +65,30 @@ def test_same_task_id_gives_byte_identical_game(games, tmp_path, monkeypatch):
 
 def test_task_id_grammar():
     s = parse_task("textworld/w3-o5-q4/seed-17")
-    assert (s.spec, s.seed, s.challenge, s.settings) == ("w3-o5-q4", 17, None,
-                                                         {"world_size": 3, "nb_objects": 5, "quest_length": 4})
+    assert (s.spec, s.seed, s.challenge, s.settings) == (
+        "w3-o5-q4",
+        17,
+        None,
+        {"world_size": 3, "nb_objects": 5, "quest_length": 4},
+    )
     s = parse_task("textworld/tw-cooking-r2-t1-go6-open-cut/seed-2")
     assert s.challenge == "tw-cooking" and s.settings["go"] == 6 and s.settings["cut"] and not s.settings["cook"]
     assert parse_task("textworld/tw-simple-sparse-none/seed-0").settings["rewards"] == "sparse"
     assert parse_task("textworld/tw-treasure_hunter-l30/seed-1").settings == {"level": 30}
-    bad = ["textworld/w2-o3/seed-1", "textworld/w2-o3-q4", "textworld/w2-o3-q4/seed-x", "textworld/zork/seed-1",
-           "textworld/tw-cooking-r9-t1/seed-0", "textworld/tw-cooking-r1-t2/seed-0",
-           "textworld/tw-cooking-r1-t1-cook-open/seed-0", "textworld/tw-cooking-r1-t1-go5/seed-0",
-           "textworld/tw-simple-dense/seed-0", "textworld/tw-coin_collector-l0/seed-0",
-           "textworld/tw-treasure_hunter-l31/seed-0", "textworld/w0-o1-q1/seed-0"]
+    bad = [
+        "textworld/w2-o3/seed-1",
+        "textworld/w2-o3-q4",
+        "textworld/w2-o3-q4/seed-x",
+        "textworld/zork/seed-1",
+        "textworld/tw-cooking-r9-t1/seed-0",
+        "textworld/tw-cooking-r1-t2/seed-0",
+        "textworld/tw-cooking-r1-t1-cook-open/seed-0",
+        "textworld/tw-cooking-r1-t1-go5/seed-0",
+        "textworld/tw-simple-dense/seed-0",
+        "textworld/tw-coin_collector-l0/seed-0",
+        "textworld/tw-treasure_hunter-l31/seed-0",
+        "textworld/w0-o1-q1/seed-0",
+    ]
     for task in bad:
         with pytest.raises(UserError) as e:
             parse_task(task)
@@ -84,20 +103,26 @@ def test_task_id_grammar():
 
 
 def test_clean_text_strips_prompt_status_line_and_banner():
-    raw = ("\nYou open the Henderson's box, revealing a cane.\n\n\n>" + " " * 60 + "-= Cellar =-0/3")
+    raw = "\nYou open the Henderson's box, revealing a cane.\n\n\n>" + " " * 60 + "-= Cellar =-0/3"
     assert clean_text(raw) == "You open the Henderson's box, revealing a cane."
-    end = ("\nYou pick up the coin.\n\n\n" + " " * 40 + "*** The End ***\n\nYou scored 1 out of a possible 1, in 2 turns."
-           "\n\n\nWould you like to RESTART, RESTORE a saved game, QUIT or UNDO the last command?\n>   -= Cellar =-0/1")
-    assert clean_text(end) == "You pick up the coin.\n\n*** The End ***\n\nYou scored 1 out of a possible 1, in 2 turns."
-    art = "\n\n   ________  __\n  |        \\|  \\\n   \\$$$$$$$$| $$\n\nHey, do this.\n\n-= Shower =-\nA shower.\n\n> -= Shower =-0/1"
+    end = (
+        "\nYou pick up the coin.\n\n\n" + " " * 40 + "*** The End ***\n\nYou scored 1 out of a possible 1, in 2 turns."
+        "\n\n\nWould you like to RESTART, RESTORE a saved game, QUIT or UNDO the last command?\n>   -= Cellar =-0/1"
+    )
+    assert (
+        clean_text(end) == "You pick up the coin.\n\n*** The End ***\n\nYou scored 1 out of a possible 1, in 2 turns."
+    )
+    art = "\n\n   ________  __\n  |        \\|  \\\n   \\$$$$$$$$| $$\n\nHey, do this.\n\n-= Shower =-\nA shower.\n\n> -= Shower =-0/1"  # noqa: E501
     assert clean_text(art, banner=True) == "Hey, do this.\n\n-= Shower =-\nA shower."
     assert strip_banner("| not art but text\nmore") == "| not art but text\nmore"  # no $$: untouched
 
 
 def test_reset_observation(env):
     obs = env.reset(QUICK)
-    assert obs.goal == ("It's time to explore the amazing world of TextWorld! "
-                        "Your task for today is to pick up the passkey from the floor of the chamber.")
+    assert obs.goal == (
+        "It's time to explore the amazing world of TextWorld! "
+        "Your task for today is to pick up the passkey from the floor of the chamber."
+    )
     assert obs.text.startswith(obs.goal) and "-= Chamber =-" in obs.text
     assert obs.text.endswith("There is a passkey on the floor.")
     assert "$$" not in obs.text and ">" not in obs.text and "0/1" not in obs.text

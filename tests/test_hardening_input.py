@@ -11,11 +11,23 @@ from conftest import run_cli, write_recipe
 NO_MODEL = "/no/such/model/dir"  # train must refuse the input before it would try to load this
 
 
-def _suite(d: Path, name="tiny", pattern="toy/pick-4/seed-{i}", train=(0, 3), eval_=(100, 103), env="toy",
-           train_tasks=None, eval_tasks=None):
-    data = {"name": name, "env": env, "description": "test suite",
-            "train": {"tasks": train_tasks} if train_tasks is not None else {"pattern": pattern, "seeds": list(train)},
-            "eval": {"tasks": eval_tasks} if eval_tasks is not None else {"pattern": pattern, "seeds": list(eval_)}}
+def _suite(
+    d: Path,
+    name="tiny",
+    pattern="toy/pick-4/seed-{i}",
+    train=(0, 3),
+    eval_=(100, 103),
+    env="toy",
+    train_tasks=None,
+    eval_tasks=None,
+):
+    data = {
+        "name": name,
+        "env": env,
+        "description": "test suite",
+        "train": {"tasks": train_tasks} if train_tasks is not None else {"pattern": pattern, "seeds": list(train)},
+        "eval": {"tasks": eval_tasks} if eval_tasks is not None else {"pattern": pattern, "seeds": list(eval_)},
+    }
     (d / f"{name}.yaml").write_text(yaml.safe_dump(data))
 
 
@@ -43,23 +55,32 @@ def _runs(db: Path) -> list[dict]:
 
 
 def _train_recipe(tmp_path, suite="tiny", **sections):
-    return write_recipe(tmp_path / "t.yaml", suite, policy="llm", model={"path": NO_MODEL},
-                        train={"iterations": 1, "eval_every": 0, "checkpoint_every": 1,
-                               "output_dir": str(tmp_path / "ckpt")}, **sections)
+    return write_recipe(
+        tmp_path / "t.yaml",
+        suite,
+        policy="llm",
+        model={"path": NO_MODEL},
+        train={"iterations": 1, "eval_every": 0, "checkpoint_every": 1, "output_dir": str(tmp_path / "ckpt")},
+        **sections,
+    )
 
 
 # ---------------------------------------------------------------- defect 6: run names
 
-@pytest.mark.parametrize("name,needle", [
-    ("../../escape", "separator"),
-    ("a" * 300, "100 characters"),
-    ("", "empty"),
-    ("two\nlines", "control"),
-    ("tab\there", "control"),
-    (".", "'.'"),
-    ("..", "'..'"),
-    ("back\\slash", "separator"),
-])
+
+@pytest.mark.parametrize(
+    "name,needle",
+    [
+        ("../../escape", "separator"),
+        ("a" * 300, "100 characters"),
+        ("", "empty"),
+        ("two\nlines", "control"),
+        ("tab\there", "control"),
+        (".", "'.'"),
+        ("..", "'..'"),
+        ("back\\slash", "separator"),
+    ],
+)
 def test_run_name_is_validated(tmp_path, capsys, suites_dir, name, needle):
     """Defect 6: run names not validated: '../../escape' wrote checkpoints outside output_dir, a
     300-character name failed only at the first checkpoint, empty and multi-line names were accepted."""
@@ -148,9 +169,16 @@ def test_good_task_ids_still_pass_the_check():
     from agentrl.envs.registry import check_tasks
     from agentrl.envs.suites import BUILTIN_SUITES, load_suite
 
-    check_tasks(["toy/pick-4/seed-0", "toy/chain-50/seed-3", "toy/echo/seed-1",
-                 "gym:agentrl/ToyText-v0/seed-2", "gym:agentrl/ToyText-v0",
-                 "gym:agentrl.envs.gymnasium_api:agentrl/Toy-v0/seed-1"])
+    check_tasks(
+        [
+            "toy/pick-4/seed-0",
+            "toy/chain-50/seed-3",
+            "toy/echo/seed-1",
+            "gym:agentrl/ToyText-v0/seed-2",
+            "gym:agentrl/ToyText-v0",
+            "gym:agentrl.envs.gymnasium_api:agentrl/Toy-v0/seed-1",
+        ]
+    )
     pytest.importorskip("textworld")
     for name in ("tw-quick", "textworld-w2-o3-q4", "tw-coin-l1"):
         s = load_suite(str(BUILTIN_SUITES / f"{name}.yaml"))
@@ -161,6 +189,7 @@ def test_good_task_ids_still_pass_the_check():
 
 
 # ---------------------------------------------------------------- defect 8: empty splits
+
 
 def test_empty_splits_refused(tmp_path, capsys, suites_dir):
     """Defect 8: an empty eval split made `eval` exit 1 (ZeroDivisionError: integer modulo by zero)
@@ -180,19 +209,24 @@ def test_empty_splits_refused(tmp_path, capsys, suites_dir):
     _one_line_error(code, err, needle="suite notrain has no train tasks")
     assert _runs(db) == []
     # an eval-only suite is still fine for eval
-    code, _, err = run_cli(["eval", str(write_recipe(tmp_path / "e.yaml", "notrain")), "--db", str(db),
-                            "--no-progress"], capsys)
+    code, _, err = run_cli(
+        ["eval", str(write_recipe(tmp_path / "e.yaml", "notrain")), "--db", str(db), "--no-progress"], capsys
+    )
     assert code == 0, err
 
 
 # ---------------------------------------------------------------- defect 17: "unexpected" -> exit 2
 
-@pytest.mark.parametrize("item,needle", [
-    ("env.step_timeout=.inf", "env.step_timeout"),
-    ("learner.lr=.nan", "learner.lr"),
-    ("env.invalid_penalty=-.inf", "env.invalid_penalty"),
-    ("credit.alpha=.inf", "credit"),
-])
+
+@pytest.mark.parametrize(
+    "item,needle",
+    [
+        ("env.step_timeout=.inf", "env.step_timeout"),
+        ("learner.lr=.nan", "learner.lr"),
+        ("env.invalid_penalty=-.inf", "env.invalid_penalty"),
+        ("credit.alpha=.inf", "credit"),
+    ],
+)
 def test_non_finite_floats_rejected(tmp_path, capsys, suites_dir, item, needle):
     """Defect 17: `--set env.step_timeout=.inf` passed validation and ended as an 'unexpected' exit 1;
     non-finite floats are now rejected by the recipe validation (exit 2)."""
@@ -226,8 +260,9 @@ def test_export_to_missing_directory(tmp_path, capsys, suites_dir):
     """Defect 17: `export 1 -o /nonexistent/dir/x.jsonl` ended as an unexpected exit 1; now exit 2 naming the path."""
     _suite(suites_dir)
     db = str(tmp_path / "r.db")
-    code, _, err = run_cli(["eval", str(write_recipe(tmp_path / "r.yaml", "tiny")), "--db", db, "--no-progress"],
-                           capsys)
+    code, _, err = run_cli(
+        ["eval", str(write_recipe(tmp_path / "r.yaml", "tiny")), "--db", db, "--no-progress"], capsys
+    )
     assert code == 0, err
     target = tmp_path / "nonexistent" / "dir" / "x.jsonl"
     code, _, err = run_cli(["export", "1", "-o", str(target), "--db", db], capsys)
@@ -253,20 +288,25 @@ def test_cuda_device_without_cuda(tmp_path, capsys, suites_dir, monkeypatch):
     p = write_recipe(tmp_path / "r.yaml", "tiny", policy="llm", model={"path": NO_MODEL})
     monkeypatch.setattr(model_mod, "load_model", no_load)
     for dev in ("cuda", "cuda:1"):
-        code, _, err = run_cli(["eval", str(p), "--set", f"model.device={dev}", "--db", str(db), "--no-progress"],
-                               capsys)
+        code, _, err = run_cli(
+            ["eval", str(p), "--set", f"model.device={dev}", "--db", str(db), "--no-progress"], capsys
+        )
         _one_line_error(code, err, needle="CUDA is not available")
-        code, _, err = run_cli(["train", str(p), "--set", f"model.device={dev}", "--db", str(db), "--no-progress"],
-                               capsys)
+        code, _, err = run_cli(
+            ["train", str(p), "--set", f"model.device={dev}", "--db", str(db), "--no-progress"], capsys
+        )
         _one_line_error(code, err, needle="CUDA is not available")
     # a scripted policy loads no model: the device setting does not matter there
-    code, _, err = run_cli(["eval", str(p), "--set", "policy=random", "--set", "model.device=cuda", "--db", str(db),
-                            "--no-progress"], capsys)
+    code, _, err = run_cli(
+        ["eval", str(p), "--set", "policy=random", "--set", "model.device=cuda", "--db", str(db), "--no-progress"],
+        capsys,
+    )
     assert code == 0, err
     assert len(_runs(db)) == 1
 
 
 # ---------------------------------------------------------------- defect 18: --set typing and attribution
+
 
 def test_booleans_are_not_integers(tmp_path, capsys, suites_dir):
     """Defect 18: `--set seed=true` was stored as `seed: 1`; booleans are now refused for numbers,
@@ -274,8 +314,12 @@ def test_booleans_are_not_integers(tmp_path, capsys, suites_dir):
     _suite(suites_dir)
     db = tmp_path / "r.db"
     p = write_recipe(tmp_path / "r.yaml", "tiny")
-    for item, key in [("seed=true", "seed"), ("rollout.group_size=yes", "rollout.group_size"),
-                      ("env.step_timeout=false", "env.step_timeout"), ("learner.layers=[true]", "learner.layers")]:
+    for item, key in [
+        ("seed=true", "seed"),
+        ("rollout.group_size=yes", "rollout.group_size"),
+        ("env.step_timeout=false", "env.step_timeout"),
+        ("learner.layers=[true]", "learner.layers"),
+    ]:
         code, _, err = run_cli(["eval", str(p), "--set", item, "--db", str(db), "--no-progress"], capsys)
         line = _one_line_error(code, err, needle=key)
         assert line.startswith(f"error: --set {item}: "), line
@@ -322,6 +366,7 @@ def test_numbers_accepted_for_string_keys(tmp_path, capsys, suites_dir):
 
 
 # ---------------------------------------------------------------- defect 19: envs list with a broken suite
+
 
 def test_envs_list_with_a_broken_suite(tmp_path, capsys, suites_dir):
     """Defect 19: `envs list` with one invalid suite file in the folder exited 2 and listed nothing;

@@ -29,14 +29,46 @@ def _one_line_error(code, err, needle="", expected_code=2):
     return lines[0]
 
 
-def _episode(split="eval", iteration=0, won=False, task="toy/pick-4/seed-1", obs="You are in a room.",
-             action="open the red door", raw=None, n_steps=1, final="The end.", error=None, group=None):
-    steps = [StepRecord(t=t, observation=obs, action=action, reward=1.0 if won and t == n_steps - 1 else 0.0,
-                        admissible=[action, "look"], raw=action if raw is None else raw, valid=True)
-             for t in range(n_steps)]
-    return EpisodeRecord(task_id=task, group_id=group or f"g/{task}", env="toy", split=split,
-                         iteration=iteration, seed=0, policy="random", won=won, ret=1.0 if won else 0.0,
-                         goal="Find the way out.", final_observation=final, error=error, steps=steps)
+def _episode(
+    split="eval",
+    iteration=0,
+    won=False,
+    task="toy/pick-4/seed-1",
+    obs="You are in a room.",
+    action="open the red door",
+    raw=None,
+    n_steps=1,
+    final="The end.",
+    error=None,
+    group=None,
+):
+    steps = [
+        StepRecord(
+            t=t,
+            observation=obs,
+            action=action,
+            reward=1.0 if won and t == n_steps - 1 else 0.0,
+            admissible=[action, "look"],
+            raw=action if raw is None else raw,
+            valid=True,
+        )
+        for t in range(n_steps)
+    ]
+    return EpisodeRecord(
+        task_id=task,
+        group_id=group or f"g/{task}",
+        env="toy",
+        split=split,
+        iteration=iteration,
+        seed=0,
+        policy="random",
+        won=won,
+        ret=1.0 if won else 0.0,
+        goal="Find the way out.",
+        final_observation=final,
+        error=error,
+        steps=steps,
+    )
 
 
 def _train_run(store, name="quickstart", before=(1, 4), after=(3, 4), after_iteration=3) -> int:
@@ -59,14 +91,24 @@ def _train_run(store, name="quickstart", before=(1, 4), after=(3, 4), after_iter
 
 # ---------------------------------------------------------------- defect 2: markup injection
 
+
 @pytest.fixture
 def markup_db(tmp_path):
     db = tmp_path / "r.db"
     store = open_store(db)
     run = store.create_run("[/bold]oops [red]x[/red]", "name: x\n", kind="eval")
     text = " ".join(MARKUP)
-    eid = store.write_episode(_episode(task="toy/[/]pick", obs="o [/bold] [red]x[/red]", action="a [/] [bold]",
-                                       raw="g [/INST] :thumbs_up:", final=f"final {text}", error=f"err {text}"), run)
+    eid = store.write_episode(
+        _episode(
+            task="toy/[/]pick",
+            obs="o [/bold] [red]x[/red]",
+            action="a [/] [bold]",
+            raw="g [/INST] :thumbs_up:",
+            final=f"final {text}",
+            error=f"err {text}",
+        ),
+        run,
+    )
     store.set_run_status(run, "finished")
     store.close()
     return db, run, eid
@@ -87,8 +129,14 @@ def test_markup_in_stored_strings_is_printed_literally(markup_db, capsys):
     for full in ([], ["--full"]):
         code, out, err = run_cli(["inspect", "--episode", str(eid), "--db", str(db), *full], capsys)
         assert code == 0, err
-        for s in ("o [/bold] [red]x[/red]", "a [/] [bold]", "g [/INST] :thumbs_up:", f"final {text}",
-                  f"err {text}", "task toy/[/]pick"):
+        for s in (
+            "o [/bold] [red]x[/red]",
+            "a [/] [bold]",
+            "g [/INST] :thumbs_up:",
+            f"final {text}",
+            f"err {text}",
+            "task toy/[/]pick",
+        ):
             assert s in out, (s, out)
     code, out, err = run_cli(["inspect", str(run), "--failed", "--db", str(db)], capsys)
     assert code == 0 and "toy/[/]pick" in out, err
@@ -98,13 +146,21 @@ def test_markup_in_eval_and_replay_output(tmp_path, capsys, suites_dir):
     """Defect 2: the eval results table (recipe name, suite name) prints them literally too."""
     import yaml
 
-    (suites_dir / "s[red]x.yaml").write_text(yaml.safe_dump({
-        "name": "s[red]x", "env": "toy", "description": "d [/] [bold]",
-        "train": {"pattern": "toy/pick-4/seed-{i}", "seeds": [0, 1]},
-        "eval": {"pattern": "toy/pick-4/seed-{i}", "seeds": [100, 101]}}))
+    (suites_dir / "s[red]x.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "s[red]x",
+                "env": "toy",
+                "description": "d [/] [bold]",
+                "train": {"pattern": "toy/pick-4/seed-{i}", "seeds": [0, 1]},
+                "eval": {"pattern": "toy/pick-4/seed-{i}", "seeds": [100, 101]},
+            }
+        )
+    )
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "n[bold]m", "env": {"suite": "s[red]x", "workers": 0},
-                                      "policy": "random"}))
+    recipe.write_text(
+        yaml.safe_dump({"name": "n[bold]m", "env": {"suite": "s[red]x", "workers": 0}, "policy": "random"})
+    )
     db = str(tmp_path / "r.db")
     code, out, err = run_cli(["eval", str(recipe), "--db", db, "--no-progress"], capsys)
     assert code == 0, err
@@ -115,6 +171,7 @@ def test_markup_in_eval_and_replay_output(tmp_path, capsys, suites_dir):
 
 
 # ---------------------------------------------------------------- defect 24: closed pipes
+
 
 def _pipe_closed_early(args: list[str], read: int) -> tuple[int, str]:
     """Run agentrl ARGS with stdout a pipe that is closed after `read` bytes (`| head -c N`)."""
@@ -181,18 +238,30 @@ def test_read_only_commands_on_a_read_only_database(tmp_path, capsys, suites_dir
     private mount namespace (unshare -m); otherwise it is chmod 0555."""
     import yaml
 
-    (suites_dir / "tiny.yaml").write_text(yaml.safe_dump({
-        "name": "tiny", "env": "toy", "description": "t",
-        "train": {"pattern": "toy/pick-4/seed-{i}", "seeds": [0, 1]},
-        "eval": {"pattern": "toy/pick-4/seed-{i}", "seeds": [100, 101]}}))
+    (suites_dir / "tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "env": "toy",
+                "description": "t",
+                "train": {"pattern": "toy/pick-4/seed-{i}", "seeds": [0, 1]},
+                "eval": {"pattern": "toy/pick-4/seed-{i}", "seeds": [100, 101]},
+            }
+        )
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"name": "r", "env": {"suite": "tiny", "workers": 0}, "policy": "random"}))
     ro = tmp_path / "ro"
     ro.mkdir()
     db = ro / "runs.db"
     # in a subprocess: an in-process CLI would keep its connection (and the -wal file) open
-    r = subprocess.run([*AGENTRL, "eval", str(recipe), "--db", str(db), "--no-progress"], capture_output=True,
-                       text=True, timeout=120, cwd=ROOT)
+    r = subprocess.run(
+        [*AGENTRL, "eval", str(recipe), "--db", str(db), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     store = open_store(db)
     train = _train_run(store)
@@ -200,9 +269,15 @@ def test_read_only_commands_on_a_read_only_database(tmp_path, capsys, suites_dir
     assert sorted(p.name for p in ro.iterdir()) == ["runs.db"]  # no -wal / -shm left behind
     outdir = tmp_path / "out"
     outdir.mkdir()
-    commands = [["runs"], ["inspect", "1"], ["inspect", "--episode", "1"],
-                ["export", "1", "-o", str(outdir / "e.jsonl")],
-                ["replay", "1"], ["plot", str(train), "-o", str(outdir / "p.png")], ["inspect", "1", "--json"]]
+    commands = [
+        ["runs"],
+        ["inspect", "1"],
+        ["inspect", "--episode", "1"],
+        ["export", "1", "-o", str(outdir / "e.jsonl")],
+        ["replay", "1"],
+        ["plot", str(train), "-o", str(outdir / "p.png")],
+        ["inspect", "1", "--json"],
+    ]
     commands = [[*c, "--db", str(db)] for c in commands]
     results = outdir / "results.json"
     (outdir / "driver.py").write_text(_DRIVER)
@@ -217,8 +292,13 @@ def test_read_only_commands_on_a_read_only_database(tmp_path, capsys, suites_dir
         import shlex
 
         # the folder must really be read-only, or the check proves nothing
-        cmd = ["unshare", "-m", "sh", "-c", f"{bind} || exit 98; if touch {ro}/probe 2>/dev/null; then exit 99; fi; "
-                                            f"exec {shlex.join(driver)}"]
+        cmd = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"{bind} || exit 98; if touch {ro}/probe 2>/dev/null; then exit 99; fi; exec {shlex.join(driver)}",
+        ]
     else:
         ro.chmod(0o555)
         cmd = driver
@@ -254,6 +334,7 @@ def test_read_only_store_never_writes(tmp_path):
 
 # ---------------------------------------------------------------- defect 9: runs' eval success
 
+
 def test_runs_shows_before_and_after_for_training_runs(tmp_path, capsys):
     """Defect 9: `agentrl runs` showed 'eval success 50.0%' for a training run by pooling the
     before and after evals. Now: the final held-out success, and before → after for training runs."""
@@ -280,6 +361,7 @@ def test_runs_shows_before_and_after_for_training_runs(tmp_path, capsys):
 
 # ---------------------------------------------------------------- defect 10: replay --failed
 
+
 @pytest.fixture
 def fake_continue(monkeypatch):
     """continue_episodes without a model: records the episode ids it was asked to continue and
@@ -290,8 +372,10 @@ def fake_continue(monkeypatch):
 
     def fake(store, ids, policy_ref, from_step=0, console=None, show_progress=True):
         calls.append(list(ids))
-        return 99, [replay.Continuation(e, 1000 + e, "toy/pick-4/seed-1", from_step, False, i == 0, 1)
-                    for i, e in enumerate(ids)]
+        return 99, [
+            replay.Continuation(e, 1000 + e, "toy/pick-4/seed-1", from_step, False, i == 0, 1)
+            for i, e in enumerate(ids)
+        ]
 
     monkeypatch.setattr(replay, "continue_episodes", fake)
     return calls
@@ -309,26 +393,31 @@ def test_replay_failed_retries_the_final_eval_only(tmp_path, capsys, fake_contin
     final_failed = [e.id for e in q.episodes(store, run, iteration=3, split="eval", failed=True)]
     before_failed = [e.id for e in q.episodes(store, run, iteration=0, split="eval", failed=True)]
     store.close()
-    code, out, err = run_cli(["replay", "--failed", str(run), "--policy", str(run), "--db", str(db),
-                              "--no-progress"], capsys)
+    code, out, err = run_cli(
+        ["replay", "--failed", str(run), "--policy", str(run), "--db", str(db), "--no-progress"], capsys
+    )
     assert code == 0, err
     assert fake_continue[-1] == final_failed
     assert "iteration 3" in out + err and "final" in out + err
     assert "now won 1 of 2" in out
-    code, out, err = run_cli(["replay", "--failed", str(run), "--iteration", "0", "--policy", str(run),
-                              "--db", str(db), "--no-progress"], capsys)
+    code, out, err = run_cli(
+        ["replay", "--failed", str(run), "--iteration", "0", "--policy", str(run), "--db", str(db), "--no-progress"],
+        capsys,
+    )
     assert code == 0, err
     assert fake_continue[-1] == before_failed and "now won 1 of 3" in out and "iteration 0" in out + err
     code, out, err = run_cli(["replay", "--failed", str(run), "--policy", str(run), "--db", str(db), "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)
     assert data["eval_iteration"] == 3 and data["now_won"] == 1 and data["episodes"] == 2
-    code, _, err = run_cli(["replay", "--failed", str(run), "--iteration", "7", "--policy", str(run),
-                            "--db", str(db)], capsys)
+    code, _, err = run_cli(
+        ["replay", "--failed", str(run), "--iteration", "7", "--policy", str(run), "--db", str(db)], capsys
+    )
     _one_line_error(code, err, needle="0, 3")
 
 
 # ---------------------------------------------------------------- defect 21: metrics line width
+
 
 def test_iteration_line_fits_100_columns():
     """Defect 21: the per-iteration metrics line printed by training was ~170 characters. It now
@@ -340,13 +429,36 @@ def test_iteration_line_fits_100_columns():
     wide = StringIO()
     console = Console(file=wide, width=300, color_system=None)
     p = _IterationPrinter(console)
-    full = {"success": 1.0, "return": -123456.789, "length": 123.4, "loss": -1.234e-05, "kl": 1.5e-09,
-            "clip_frac": 1.0, "entropy": 12345.6, "grad_norm": 9.87e12, "rollout_tokens_per_s": 123456.0,
-            "tokens_per_s": 9876543.0, "eval_success": 0.875}
+    full = {
+        "success": 1.0,
+        "return": -123456.789,
+        "length": 123.4,
+        "loss": -1.234e-05,
+        "kl": 1.5e-09,
+        "clip_frac": 1.0,
+        "entropy": 12345.6,
+        "grad_norm": 9.87e12,
+        "rollout_tokens_per_s": 123456.0,
+        "tokens_per_s": 9876543.0,
+        "eval_success": 0.875,
+    }
     p.row(9999, full, {"rollout": 59999.0, "update": 7200.0, "eval": 999.0})
-    p.row(1, {"success": 0.25, "return": 0.25, "length": 4.0, "loss": 0.0123, "kl": 0.0004, "clip_frac": 0.03,
-              "entropy": 0.7, "grad_norm": 1.2, "rollout_tokens_per_s": 812.3, "tokens_per_s": 2345.0},
-          {"rollout": 61.2, "update": 30.0})
+    p.row(
+        1,
+        {
+            "success": 0.25,
+            "return": 0.25,
+            "length": 4.0,
+            "loss": 0.0123,
+            "kl": 0.0004,
+            "clip_frac": 0.03,
+            "entropy": 0.7,
+            "grad_norm": 1.2,
+            "rollout_tokens_per_s": 812.3,
+            "tokens_per_s": 2345.0,
+        },
+        {"rollout": 61.2, "update": 30.0},
+    )
     p.row(2, {}, {})
     lines = wide.getvalue().splitlines()
     assert len(lines) == 4
@@ -360,6 +472,7 @@ def test_iteration_line_fits_100_columns():
 
 
 # ---------------------------------------------------------------- defect 22: --help
+
 
 def _commands(group, prefix=()):
     import click
@@ -390,8 +503,9 @@ def test_every_option_has_help_and_no_summary_is_cut():
             assert summary and not summary.endswith("..."), (path, summary)
         r = runner.invoke(cli, [*path, "--help"], terminal_width=80)
         assert r.exit_code == 0, r.output
-        cut = [line for line in r.output.splitlines()
-               if line.rstrip().endswith("...") and not line.startswith("Usage:")]  # [ARGS]... is usage
+        cut = [
+            line for line in r.output.splitlines() if line.rstrip().endswith("...") and not line.startswith("Usage:")
+        ]  # [ARGS]... is usage
         assert not cut, r.output
     assert missing == []
 
@@ -414,6 +528,7 @@ def test_replay_options_that_need_policy(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- defect 23: empty answers
+
 
 def test_inspect_unknown_iteration_and_plot_of_eval_run(tmp_path, capsys):
     """Defect 23: `inspect 1 --iteration 99` printed an empty table and exited 0, and `plot` of an

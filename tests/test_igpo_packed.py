@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from test_signals import PLAN, fresh, make_recs, recipe
 
 from agentrl.learner.update import body_and_head
 from agentrl.signals.igpo import IGPOParams, IGPOProvider
-from test_signals import PLAN, fresh, make_recs, recipe
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ from agentrl.learner.lora import adapter_parameters, resolve_layers
 V = 256
 
 
-
-
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
@@ -144,7 +142,9 @@ def test_concat_equals_per_step_and_processes_fewer_tokens():
     by_ep = {}
     for s in samples:
         by_ep.setdefault(s.episode, []).append(s)
-    want_concat = sum(len(max(st, key=lambda s: s.t).prompt_ids) + len(max(st, key=lambda s: s.t).action_ids) for st in by_ep.values())
+    want_concat = sum(
+        len(max(st, key=lambda s: s.t).prompt_ids) + len(max(st, key=lambda s: s.t).action_ids) for st in by_ep.values()
+    )
     want_per = sum(len(s.prompt_ids) + len(s.action_ids) for s in samples)
     n_cat = count_tokens(make_micro_batches(samples, "concat", 200))
     n_per = count_tokens(make_micro_batches(samples, "per_step", 200))
@@ -263,8 +263,15 @@ def test_checkpoint_resume_is_exact(tmp_path):
     torch.manual_seed(0)
     a = Learner(tiny_model(), cfg)
     a.update(b1)
-    ck = save_checkpoint(tmp_path / "ck", a.model, a.optimizer, a.scheduler, iteration=1,
-                         extra={"note": "x"}, extra_state_dicts={"spa": {"w": torch.arange(3.0)}})
+    ck = save_checkpoint(
+        tmp_path / "ck",
+        a.model,
+        a.optimizer,
+        a.scheduler,
+        iteration=1,
+        extra={"note": "x"},
+        extra_state_dicts={"spa": {"w": torch.arange(3.0)}},
+    )
     draws = (random.random(), float(np.random.rand()))
     torch.manual_seed(99)  # anything done between save and the next update is undone by load's RNG restore
     random.seed(99)
@@ -345,8 +352,9 @@ def test_default_model_logprobs_and_checkpoint(tmp_path):
     model, tok = load_model(ModelConfig(device="cpu"))
     learner = Learner(model, LearnerConfig(layers=[-2, -1]))
     perturb(learner.model, scale=0.02)
-    text = tok.apply_chat_template([{"role": "user", "content": "You are in a kitchen. Go north?"}],
-                                   add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "You are in a kitchen. Go north?"}], add_generation_prompt=True, tokenize=False
+    )
     ids = tok(text, add_special_tokens=False)["input_ids"]
     action = tok("go north", add_special_tokens=False)["input_ids"]
     s = [StepSample(0, 0, ids, action, [0.0] * len(action), 1.0, allowed=None)]

@@ -31,8 +31,23 @@ def wheel(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "agentrl", src / "agentrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = (tmp / "dist").glob("agentrl-*.whl")
     return whl
@@ -55,8 +70,10 @@ def test_unpacked_wheel_finds_its_suites_and_recipes(wheel, tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("AGENTRL_ENVS_DIR", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)  # ahead of the editable install's finder
-    code = ("import agentrl, agentrl.envs.suites as s, agentrl.recipe_files as r; "
-            "print(agentrl.__file__); print(sorted(x.name for x in s.list_suites())); print(r.recipe_names())")
+    code = (
+        "import agentrl, agentrl.envs.suites as s, agentrl.recipe_files as r; "
+        "print(agentrl.__file__); print(sorted(x.name for x in s.list_suites())); print(r.recipe_names())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     where, suites, recipes = proc.stdout.strip().splitlines()
@@ -70,9 +87,22 @@ def test_eval_resolves_a_packaged_recipe_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no file named tw-quick-random here: the name must resolve to the package
     from agentrl.cli import cli
 
-    result = CliRunner().invoke(cli, ["eval", "tw-quick-random", "--set", "env.suite=toy-chain",
-                                      "--set", "env.workers=0", "--episodes", "2", "--no-progress",
-                                      "--db", str(tmp_path / "r.db")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "tw-quick-random",
+            "--set",
+            "env.suite=toy-chain",
+            "--set",
+            "env.workers=0",
+            "--episodes",
+            "2",
+            "--no-progress",
+            "--db",
+            str(tmp_path / "r.db"),
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "tw-quick-random on toy-chain" in result.output
 

@@ -35,8 +35,6 @@ def _has_default() -> bool:
 _MODELS: dict[str, tuple] = {}
 
 
-
-
 def _model(kind: str):
     if kind not in _MODELS:
         if kind == "default" and not _has_default():
@@ -65,13 +63,24 @@ def rollout(policy, lengths: list[int], admissible: bool = True, history_from_te
     live = {k: [] for k in range(len(lengths))}
     steps = []
     while live:
-        ctxs = [TurnContext(key=k, task_id=f"toy/{k}", t=len(h), observation=_obs(k, len(h), admissible),
-                            history=list(h)) for k, h in live.items()]
+        ctxs = [
+            TurnContext(key=k, task_id=f"toy/{k}", t=len(h), observation=_obs(k, len(h), admissible), history=list(h))
+            for k, h in live.items()
+        ]
         acts = policy.act(ctxs)
         assert len(acts) == len(ctxs)
         for c, a in zip(ctxs, acts):
-            steps.append(dict(key=c.key, t=c.t, prompt=a.prompt_ids, ids=a.action_ids, lp=a.logprobs,
-                              adm=c.observation.admissible, act=a))
+            steps.append(
+                dict(
+                    key=c.key,
+                    t=c.t,
+                    prompt=a.prompt_ids,
+                    ids=a.action_ids,
+                    lp=a.logprobs,
+                    adm=c.observation.admissible,
+                    act=a,
+                )
+            )
             live[c.key].append((c.observation.text, a.text))
             if len(live[c.key]) >= lengths[c.key]:
                 policy.end_episode(c.key)
@@ -80,17 +89,34 @@ def rollout(policy, lengths: list[int], admissible: bool = True, history_from_te
 
 
 def _max_diff(model, tok, steps, mode, temperature):
-    lp = recompute_logprobs(model, tok, [s["prompt"] for s in steps], [s["ids"] for s in steps], mode,
-                            [s["adm"] for s in steps], temperature, batch_size=5)
+    lp = recompute_logprobs(
+        model,
+        tok,
+        [s["prompt"] for s in steps],
+        [s["ids"] for s in steps],
+        mode,
+        [s["adm"] for s in steps],
+        temperature,
+        batch_size=5,
+    )
     assert [len(x) for x in lp] == [len(s["lp"]) for s in steps]
     return max(abs(a - b) for s, x in zip(steps, lp) for a, b in zip(s["lp"], x))
 
 
 def _max_diff_learner(model, tok, steps, mode, temperature, layout):
     """The learner's own forward (`sample_logprobs`: micro-batches as in the PPO update) vs the stored log-probs."""
-    samples = [StepSample(s["key"], s["t"], s["prompt"], s["ids"], s["lp"], 0.0,
-                          allowed_token_ids(tok, s["adm"], s["ids"]) if mode == "admissible" and s["adm"] else None)
-               for s in steps]
+    samples = [
+        StepSample(
+            s["key"],
+            s["t"],
+            s["prompt"],
+            s["ids"],
+            s["lp"],
+            0.0,
+            allowed_token_ids(tok, s["adm"], s["ids"]) if mode == "admissible" and s["adm"] else None,
+        )
+        for s in steps
+    ]
     lp = sample_logprobs(model, samples, temperature, layout, micro_batch_tokens=512)
     return max(abs(a - b) for s, x in zip(steps, lp) for a, b in zip(s["lp"], x))
 
@@ -99,7 +125,8 @@ LENGTHS = [2, 5, 1, 4, 3, 5]  # episodes finish at different turns; batch_size 4
 
 
 _FIDELITY = [("builtin", m, kv, h) for m in ("admissible", "free") for kv in (True, False) for h in (-1, 2)] + [
-    ("default", m, kv, -1) for m in ("admissible", "free") for kv in (True, False)]
+    ("default", m, kv, -1) for m in ("admissible", "free") for kv in (True, False)
+]
 
 
 @pytest.mark.parametrize("kind,mode,kv,history", _FIDELITY)
@@ -126,8 +153,13 @@ def test_prefix_property_and_kv_prefill_accounting(builtin):
     """history=-1: prompt[t+1] starts with prompt[t] + action[t]; KV reuse prefills only the rest (+1 token)."""
     model, tok = builtin
     for mode in ("admissible", "free"):
-        pol = HFPolicy(model, tok, RolloutConfig(action_mode=mode, history=-1, batch_size=4, max_new_tokens=6),
-                       seed=0, kv_reuse=True)
+        pol = HFPolicy(
+            model,
+            tok,
+            RolloutConfig(action_mode=mode, history=-1, batch_size=4, max_new_tokens=6),
+            seed=0,
+            kv_reuse=True,
+        )
         steps = rollout(pol, LENGTHS)
         by = {(s["key"], s["t"]): s for s in steps}
         expected_prefill = 0
@@ -161,8 +193,13 @@ def test_kv_reuse_gives_same_greedy_output(builtin):
     model, tok = builtin
     outs = []
     for kv in (True, False):
-        pol = HFPolicy(model, tok, RolloutConfig(action_mode="free", history=-1, batch_size=3, max_new_tokens=8),
-                       greedy=True, kv_reuse=kv)
+        pol = HFPolicy(
+            model,
+            tok,
+            RolloutConfig(action_mode="free", history=-1, batch_size=3, max_new_tokens=8),
+            greedy=True,
+            kv_reuse=kv,
+        )
         outs.append(rollout(pol, [3, 2, 4]))
     assert [s["ids"] for s in outs[0]] == [s["ids"] for s in outs[1]]
     assert [s["prompt"] for s in outs[0]] == [s["prompt"] for s in outs[1]]
@@ -183,9 +220,11 @@ def test_admissible_only_emits_admissible_commands(builtin):
     cmds = ["go north", "go north east", "go north west", "go south", "take key", "take key from table"]
     pol = HFPolicy(model, tok, RolloutConfig(action_mode="admissible", temperature=3.0, batch_size=64), seed=0)
     seen = []
-    for rep in range(5):
-        ctxs = [TurnContext(key=i, task_id="toy", t=0, observation=Observation(f"room {i % 7}", cmds, "goal"))
-                for i in range(64)]
+    for _rep in range(5):
+        ctxs = [
+            TurnContext(key=i, task_id="toy", t=0, observation=Observation(f"room {i % 7}", cmds, "goal"))
+            for i in range(64)
+        ]
         for a in pol.act(ctxs):
             assert a.text in cmds and a.raw == a.text and a.parsed
             assert a.action_ids == chat_format(tok).encode(a.text) + [chat_format(tok).eot_id]
@@ -218,8 +257,7 @@ def test_admissible_distribution_sums_to_one(builtin):
     mask = torch.ones_like(ids)
     n = len(allowed[pos])
     with torch.no_grad():
-        lp = token_logprobs(model, ids, mask, torch.arange(n), torch.full((n,), len(prefix)),
-                            [allowed[pos]] * n, 0.7)
+        lp = token_logprobs(model, ids, mask, torch.arange(n), torch.full((n,), len(prefix)), [allowed[pos]] * n, 0.7)
     assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
@@ -260,18 +298,21 @@ def test_top_p_sampling_keeps_fidelity_of_untruncated_logprob(builtin):
     assert _max_diff(model, tok, steps, "admissible", 1.0) <= 1e-4
 
 
-@pytest.mark.parametrize("raw,parser,expected", [
-    ("I think <action>go north</action>", "tag", ("go north", True)),
-    ("<action>look</action> then <action> take key </action>", "tag", ("take key", True)),
-    ("<ACTION>open door</ACTION>", "tag", ("open door", True)),
-    ("go north", "tag", ("", False)),
-    ("<action>  </action>", "tag", ("", False)),
-    ("<action>go north", "tag", ("", False)),
-    ("Let me think.\ngo north\n\n", "last_line", ("go north", True)),
-    ("  take key  ", "last_line", ("take key", True)),
-    ("\n \n", "last_line", ("", False)),
-    ("", "last_line", ("", False)),
-])
+@pytest.mark.parametrize(
+    "raw,parser,expected",
+    [
+        ("I think <action>go north</action>", "tag", ("go north", True)),
+        ("<action>look</action> then <action> take key </action>", "tag", ("take key", True)),
+        ("<ACTION>open door</ACTION>", "tag", ("open door", True)),
+        ("go north", "tag", ("", False)),
+        ("<action>  </action>", "tag", ("", False)),
+        ("<action>go north", "tag", ("", False)),
+        ("Let me think.\ngo north\n\n", "last_line", ("go north", True)),
+        ("  take key  ", "last_line", ("take key", True)),
+        ("\n \n", "last_line", ("", False)),
+        ("", "last_line", ("", False)),
+    ],
+)
 def test_parse_action(raw, parser, expected):
     assert parse_action(raw, parser) == expected
 
@@ -287,8 +328,9 @@ def test_free_mode_unparseable_is_marked(builtin):
 
 def test_admissible_mode_without_list_falls_back_to_free(builtin):
     model, tok = builtin
-    pol = HFPolicy(model, tok, RolloutConfig(action_mode="admissible", action_parser="last_line",
-                                             max_new_tokens=5), seed=0)
+    pol = HFPolicy(
+        model, tok, RolloutConfig(action_mode="admissible", action_parser="last_line", max_new_tokens=5), seed=0
+    )
     steps = rollout(pol, [2, 1], admissible=False)
     assert all(s["act"].info.get("constrained") is False for s in steps)
     assert _max_diff(model, tok, steps, "admissible", 1.0) <= 1e-4
@@ -302,8 +344,10 @@ def test_prompt_pieces_equal_the_chat_template(builtin):
     _, tok = builtin
     fmt = chat_format(tok)
     system = system_message("Play well.", "find the key")
-    turns = [Turn(user_message(f"Room {i}.", ["go north", "look"]), fmt.encode(a) + [fmt.eot_id])
-             for i, a in enumerate(["go north", "look"])]
+    turns = [
+        Turn(user_message(f"Room {i}.", ["go north", "look"]), fmt.encode(a) + [fmt.eot_id])
+        for i, a in enumerate(["go north", "look"])
+    ]
     p = build_prompt(fmt, system, turns, "Room 2.", ["take key"], -1, 4096)
     msgs = [{"role": "system", "content": system}]
     for t, a in zip(turns, ["go north", "look"]):
@@ -316,15 +360,17 @@ def test_prompt_pieces_equal_the_chat_template(builtin):
     t2 = [Turn(turns[0].user, fmt.encode("go north"))]
     p2 = build_prompt(fmt, system, t2, "Room 2.", None, -1, 4096)
     assert p2.ids.count(fmt.eot_id) == build_prompt(fmt, system, turns[:1], "Room 2.", None, -1, 4096).ids.count(
-        fmt.eot_id)
+        fmt.eot_id
+    )
 
 
 def test_prompt_budget_drops_oldest_turns_then_truncates(builtin):
     _, tok = builtin
     fmt = chat_format(tok)
     system = "Play."
-    turns = [Turn(user_message(f"Room {i}. " + "Dust. " * i, None), fmt.encode(f"go {i}") + [fmt.eot_id])
-             for i in range(6)]
+    turns = [
+        Turn(user_message(f"Room {i}. " + "Dust. " * i, None), fmt.encode(f"go {i}") + [fmt.eot_id]) for i in range(6)
+    ]
     full = build_prompt(fmt, system, turns, "Now.", None, -1, 100_000)
     assert full.dropped_turns == 0 and full.first_turn == 0
     two = build_prompt(fmt, system, turns[2:], "Now.", None, -1, 100_000)  # what dropping 2 turns leaves
@@ -344,8 +390,9 @@ def test_prompt_budget_drops_oldest_turns_then_truncates(builtin):
 
 def test_policy_respects_max_prompt_tokens(builtin):
     model, tok = builtin
-    cfg = RolloutConfig(action_mode="admissible", history=-1, max_prompt_tokens=160, system_prompt="Play.",
-                        batch_size=4)
+    cfg = RolloutConfig(
+        action_mode="admissible", history=-1, max_prompt_tokens=160, system_prompt="Play.", batch_size=4
+    )
     pol = HFPolicy(model, tok, cfg, seed=0)
     steps = rollout(pol, [6, 6, 3])
     assert all(len(s["prompt"]) <= 160 for s in steps)
@@ -360,8 +407,15 @@ def test_history_from_context_when_policy_did_not_play(builtin):
     pol = HFPolicy(model, tok, RolloutConfig(history=-1, system_prompt="Play."), seed=0)
     ctx = TurnContext(key=9, task_id="toy", t=1, observation=_obs(0, 1), history=[("Room 0.", "go north")])
     a = pol.act([ctx])[0]
-    expect = build_prompt(fmt, system_message("Play.", "find the key"),
-                          [Turn("Room 0.", fmt.encode("go north"))], _obs(0, 1).text, _obs(0, 1).admissible, -1, 2048)
+    expect = build_prompt(
+        fmt,
+        system_message("Play.", "find the key"),
+        [Turn("Room 0.", fmt.encode("go north"))],
+        _obs(0, 1).text,
+        _obs(0, 1).admissible,
+        -1,
+        2048,
+    )
     assert a.prompt_ids == expect.ids
 
 
@@ -421,10 +475,16 @@ def test_sampling_frequencies_match_the_stored_distribution(builtin):
     cmds = ["go north", "go north east", "go south", "take key", "take key from table", "look"]
     n, temp = 1500, 0.2
     pol = HFPolicy(model, tok, RolloutConfig(temperature=temp, batch_size=n, system_prompt="Play."), seed=0)
-    acts = pol.act([TurnContext(key=i, task_id="x", t=0, observation=Observation("A room.", cmds))
-                    for i in range(n)])
-    lp = recompute_logprobs(model, tok, [acts[0].prompt_ids] * len(cmds),
-                            [fmt.encode(c) + [fmt.eot_id] for c in cmds], "admissible", [cmds] * len(cmds), temp)
+    acts = pol.act([TurnContext(key=i, task_id="x", t=0, observation=Observation("A room.", cmds)) for i in range(n)])
+    lp = recompute_logprobs(
+        model,
+        tok,
+        [acts[0].prompt_ids] * len(cmds),
+        [fmt.encode(c) + [fmt.eot_id] for c in cmds],
+        "admissible",
+        [cmds] * len(cmds),
+        temp,
+    )
     exact = [math.exp(sum(x)) for x in lp]
     assert max(exact) > 2 * min(exact)  # far from uniform, so the comparison means something
     for a in acts:  # each sample's stored log-prob is its command's probability

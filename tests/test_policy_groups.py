@@ -28,15 +28,26 @@ def _obs(task: int, t: int, action: str = "") -> Observation:
 @pytest.mark.parametrize("mode", ["admissible", "free"])
 def test_shared_turn0_prefill_keeps_token_fidelity(model_tok, mode):
     model, tok = model_tok
-    pol = HFPolicy(model, tok, RolloutConfig(action_mode=mode, history=-1, batch_size=16, max_new_tokens=6,
-                                             temperature=1.0), seed=1)
+    pol = HFPolicy(
+        model,
+        tok,
+        RolloutConfig(action_mode=mode, history=-1, batch_size=16, max_new_tokens=6, temperature=1.0),
+        seed=1,
+    )
     tasks = [0, 0, 0, 0, 1, 1, 1, 2]  # three groups: 4 + 3 + 1 episodes
     hist: dict[int, list] = {k: [] for k in range(len(tasks))}
     steps = []
     for t in range(3):
-        ctxs = [TurnContext(key=k, task_id=f"toy/{tasks[k]}", t=t,
-                            observation=_obs(tasks[k], t, hist[k][-1][1] if hist[k] else ""), history=list(hist[k]))
-                for k in hist]
+        ctxs = [
+            TurnContext(
+                key=k,
+                task_id=f"toy/{tasks[k]}",
+                t=t,
+                observation=_obs(tasks[k], t, hist[k][-1][1] if hist[k] else ""),
+                history=list(hist[k]),
+            )
+            for k in hist
+        ]
         before = pol.stats.prefilled_tokens
         acts = pol.act(ctxs)
         if t == 0:  # three distinct prompts were prefilled, not eight
@@ -48,7 +59,14 @@ def test_shared_turn0_prefill_keeps_token_fidelity(model_tok, mode):
             hist[c.key].append((c.observation.text, a.text))
     # sampling still differs within a group (rows are sampled independently)
     assert len({tuple(a.action_ids) for a, _ in steps[:4]} | {tuple(a.action_ids) for a, _ in steps[8:12]}) > 1
-    lp = recompute_logprobs(model, tok, [a.prompt_ids for a, _ in steps], [a.action_ids for a, _ in steps], mode,
-                            [adm for _, adm in steps], 1.0)
+    lp = recompute_logprobs(
+        model,
+        tok,
+        [a.prompt_ids for a, _ in steps],
+        [a.action_ids for a, _ in steps],
+        mode,
+        [adm for _, adm in steps],
+        1.0,
+    )
     diff = max(abs(x - y) for (a, _), r in zip(steps, lp) for x, y in zip(a.logprobs, r))
     assert diff <= 1e-4

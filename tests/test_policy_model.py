@@ -54,8 +54,15 @@ def test_one_turn(default_model, mode):
         assert len(a.action_ids) == len(a.logprobs) >= 1
         if mode == "admissible":
             assert a.text in OBS.admissible and a.parsed
-    lp = recompute_logprobs(model, tok, [a.prompt_ids for a in acts], [a.action_ids for a in acts], mode,
-                            [OBS.admissible] * 3, cfg.temperature)
+    lp = recompute_logprobs(
+        model,
+        tok,
+        [a.prompt_ids for a in acts],
+        [a.action_ids for a in acts],
+        mode,
+        [OBS.admissible] * 3,
+        cfg.temperature,
+    )
     assert max(abs(x - y) for a, r in zip(acts, lp) for x, y in zip(a.logprobs, r)) <= 1e-4
 
 
@@ -66,6 +73,7 @@ def test_greedy_is_independent_of_batch_padding(default_model):
     long_obs = Observation(text=OBS.text + " It is very dark and cold in here." * 6, goal=OBS.goal)
     alone = HFPolicy(model, tok, cfg, greedy=True).act([_ctx(0)])[0]
     both = HFPolicy(model, tok, cfg, greedy=True).act(
-        [TurnContext(key=5, task_id="k", t=0, observation=long_obs), _ctx(0)])[1]
+        [TurnContext(key=5, task_id="k", t=0, observation=long_obs), _ctx(0)]
+    )[1]
     assert alone.action_ids == both.action_ids
     assert max(abs(x - y) for x, y in zip(alone.logprobs, both.logprobs)) <= 1e-4

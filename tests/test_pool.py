@@ -57,7 +57,7 @@ def test_env_exception_is_an_episode_error_not_a_pool_error():
 
 def test_garbage_actions_never_crash_or_hang():
     with EnvPool(workers=1, step_timeout=5) as pool:
-        for i, g in enumerate(GARBAGE):
+        for _i, g in enumerate(GARBAGE):
             pool.reset([(0, "toy/echo/seed-0", 0)])
             res = pool.step([(0, g)])[0]
             assert isinstance(res, Transition), (g, res)
@@ -74,6 +74,7 @@ def test_in_process_pool_matches_worker_pool():
                 r = pool.step([(0, a)])[0]
                 out.append((r.observation.text, r.reward, r.valid))
             return out
+
     assert play(0) == play(2)
 
 

@@ -10,14 +10,18 @@ import time
 from conftest import AGENTRL, run_cli
 from test_train import _pick_suite, _recipe
 
-COLS = "e.iteration, e.split, e.group_id, json_extract(e.info, '$.sample'), e.won, s.t, s.action, s.action_ids, s.logprobs"
+COLS = (
+    "e.iteration, e.split, e.group_id, json_extract(e.info, '$.sample'), e.won, s.t, s.action, s.action_ids, s.logprobs"
+)
 
 
 def _episodes(db):
     con = sqlite3.connect(db)
-    rows = con.execute(f"SELECT {COLS} FROM episodes e JOIN steps s ON s.episode_id = e.id "
-                       "ORDER BY e.iteration, e.split, e.group_id, 4, s.t").fetchall()
-    its = [json.loads(m) for (m,) in con.execute("SELECT metrics FROM iterations ORDER BY \"index\"")]
+    rows = con.execute(
+        f"SELECT {COLS} FROM episodes e JOIN steps s ON s.episode_id = e.id "
+        "ORDER BY e.iteration, e.split, e.group_id, 4, s.t"
+    ).fetchall()
+    its = [json.loads(m) for (m,) in con.execute('SELECT metrics FROM iterations ORDER BY "index"')]
     con.close()
     return rows, its
 
@@ -28,8 +32,9 @@ def _kill_during(proc, db, iteration, at_least):
         assert proc.poll() is None, proc.stderr.read().decode()
         try:
             con = sqlite3.connect(db, timeout=30)
-            n = con.execute("SELECT count(*) FROM episodes WHERE split='train' AND iteration=?",
-                            (iteration,)).fetchone()[0]
+            n = con.execute(
+                "SELECT count(*) FROM episodes WHERE split='train' AND iteration=?", (iteration,)
+            ).fetchone()[0]
             con.close()
             if n >= at_least:
                 break
@@ -46,14 +51,24 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, suites_di
     policy's sampling generator was re-seeded from recipe.seed. Now every episode's sampling
     depends only on (seed, iteration, group, sample), so the two runs store identical episodes."""
     _pick_suite(suites_dir)
-    recipe = _recipe(tmp_path, tiny_model_dir, train={"iterations": 3, "checkpoint_every": 2},
-                     rollout={"group_size": 4, "groups_per_iteration": 16}, eval={"episodes": 8})
+    recipe = _recipe(
+        tmp_path,
+        tiny_model_dir,
+        train={"iterations": 3, "checkpoint_every": 2},
+        rollout={"group_size": 4, "groups_per_iteration": 16},
+        eval={"episodes": 8},
+    )
     a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
     code, _, err = run_cli(["train", str(recipe), "--db", a, "--no-progress"], capsys)
     assert code == 0, err[-2000:]
     env = {**os.environ, "AGENTRL_ENVS_DIR": str(suites_dir)}
-    proc = subprocess.Popen([*AGENTRL, "train", str(recipe), "--db", b, "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [*AGENTRL, "train", str(recipe), "--db", b, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     _kill_during(proc, b, 2, 5)
     partial = sqlite3.connect(b).execute("SELECT count(*) FROM episodes WHERE iteration=2 AND split='train'")
     assert 5 <= partial.fetchone()[0] < 64
@@ -77,8 +92,13 @@ def test_resume_of_a_finished_run_is_an_input_error(tmp_path, suites_dir, tiny_m
     failed. Now: exit 2 naming the iterations, status untouched; a RECIPE given with --resume is
     an error, not silently ignored."""
     _pick_suite(suites_dir)
-    recipe = _recipe(tmp_path, tiny_model_dir, train={"iterations": 1, "checkpoint_every": 1},
-                     rollout={"group_size": 2, "groups_per_iteration": 2}, eval={"episodes": 2})
+    recipe = _recipe(
+        tmp_path,
+        tiny_model_dir,
+        train={"iterations": 1, "checkpoint_every": 1},
+        rollout={"group_size": 2, "groups_per_iteration": 2},
+        eval={"episodes": 2},
+    )
     db = str(tmp_path / "r.db")
     code, _, err = run_cli(["train", str(recipe), "--db", db, "--no-progress"], capsys)
     assert code == 0, err[-2000:]
@@ -88,8 +108,9 @@ def test_resume_of_a_finished_run_is_an_input_error(tmp_path, suites_dir, tiny_m
     code, _, err = run_cli(["train", str(recipe), "--resume", "1", "--db", db, "--no-progress"], capsys)
     assert code == 2 and "--resume" in err, err
     # raising the iteration count continues it
-    code, _, err = run_cli(["train", "--resume", "1", "--set", "train.iterations=2", "--db", db, "--no-progress"],
-                           capsys)
+    code, _, err = run_cli(
+        ["train", "--resume", "1", "--set", "train.iterations=2", "--db", db, "--no-progress"], capsys
+    )
     assert code == 0, err[-2000:]
     n = sqlite3.connect(db).execute("SELECT count(*) FROM episodes WHERE iteration=2 AND split='train'")
     assert n.fetchone()[0] == 4

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from conftest import run_cli, write_recipe
 
 from agentrl.config import LearnerConfig, RolloutConfig
 from agentrl.credit import CreditError, build_credit, get_method, provider_class
@@ -26,20 +27,26 @@ from agentrl.signals.oprl import PRM, OPRLProvider
 from agentrl.signals.spa import SPAParams, SPAProvider
 from agentrl.store.records import EpisodeRecord, StepRecord
 from agentrl.train import credit_episodes
-from conftest import run_cli, write_recipe
 
 EXITS = ["go north", "go east", "climb up", "go west"]
 GOAL = "Find the way out."
 
 
-
-
 def recipe(history=-1, temperature=1.0, layout="concat", **learner):
-    lc = dict(lora_rank=4, lora_alpha=8, lr=1e-2, layout=layout, micro_batch_tokens=1024, tokens_per_step=1024,
-              target_modules=["q_proj", "v_proj"])
+    lc = dict(
+        lora_rank=4,
+        lora_alpha=8,
+        lr=1e-2,
+        layout=layout,
+        micro_batch_tokens=1024,
+        tokens_per_step=1024,
+        target_modules=["q_proj", "v_proj"],
+    )
     lc.update(learner)
-    return SimpleNamespace(rollout=RolloutConfig(history=history, temperature=temperature, action_mode="admissible"),
-                           learner=LearnerConfig(**lc))
+    return SimpleNamespace(
+        rollout=RolloutConfig(history=history, temperature=temperature, action_mode="admissible"),
+        learner=LearnerConfig(**lc),
+    )
 
 
 def perturb(model, adapter, seed=1, scale=0.3):
@@ -79,17 +86,40 @@ def make_recs(model, tok, rec, plan):
     system = system_message(default_system_prompt("admissible"), GOAL)
     out = []
     for group, turns_spec, final in plan:
-        r = EpisodeRecord(task_id=f"toy/{group}", group_id=group, env="toy", goal=GOAL,
-                          info={"walkthrough": ["go north", "go east"]}, final_observation=final)
+        r = EpisodeRecord(
+            task_id=f"toy/{group}",
+            group_id=group,
+            env="toy",
+            goal=GOAL,
+            info={"walkthrough": ["go north", "go east"]},
+            final_observation=final,
+        )
         turns: list[Turn] = []
         for t, (obs, action, reward, valid) in enumerate(turns_spec):
             prompt = build_prompt(fmt, system, turns, obs, EXITS, ro.history, ro.max_prompt_tokens)
             ids = fmt.encode(action) + [fmt.eot_id]
-            r.steps.append(StepRecord(t=t, observation=obs, action=action, reward=reward, valid=valid,
-                                      admissible=list(EXITS), prompt_ids=prompt.ids, action_ids=ids))
+            r.steps.append(
+                StepRecord(
+                    t=t,
+                    observation=obs,
+                    action=action,
+                    reward=reward,
+                    valid=valid,
+                    admissible=list(EXITS),
+                    prompt_ids=prompt.ids,
+                    action_ids=ids,
+                )
+            )
             turns.append(Turn(prompt.user, ids))
-        lps = recompute_logprobs(model, tok, [s.prompt_ids for s in r.steps], [s.action_ids for s in r.steps],
-                                 "admissible", [s.admissible for s in r.steps], ro.temperature)
+        lps = recompute_logprobs(
+            model,
+            tok,
+            [s.prompt_ids for s in r.steps],
+            [s.action_ids for s in r.steps],
+            "admissible",
+            [s.admissible for s in r.steps],
+            ro.temperature,
+        )
         for s, lp in zip(r.steps, lps):
             s.logprobs = lp
         r.ret = sum(s.reward for s in r.steps)
@@ -105,8 +135,11 @@ def room(i):
 PLAN = [
     ("a", [(room(1), "go north", 0.0, True), (room(2), "go east", 1.0, True)], "You are free!"),
     ("a", [(room(1), "go west", 0.0, True), (room(1), "climb up", 0.0, True)], room(1)),
-    ("b", [(room(1), "go north", 0.0, True), (room(2), "go west", 0.0, True), (room(2), "go east", 1.0, True)],
-     "You are free!"),
+    (
+        "b",
+        [(room(1), "go north", 0.0, True), (room(2), "go west", 0.0, True), (room(2), "go east", 1.0, True)],
+        "You are free!",
+    ),
     ("b", [(room(1), "go east", 0.0, False)], room(1)),
 ]
 
@@ -121,10 +154,14 @@ def make_signal_provider(method, params, model, tok, rec):
 
 def test_split_params_and_errors(tiny):
     # split by the declared fields of the method and of its provider's Params
-    assert split_credit_params("igpo", {"truth": "goal", "gamma": 0.9}, IGPOProvider) == ({"gamma": 0.9},
-                                                                                         {"truth": "goal"})
-    assert split_credit_params("spa", {"estimator_lr": 0.1, "omega": 2}, SPAProvider) == ({"omega": 2},
-                                                                                         {"estimator_lr": 0.1})
+    assert split_credit_params("igpo", {"truth": "goal", "gamma": 0.9}, IGPOProvider) == (
+        {"gamma": 0.9},
+        {"truth": "goal"},
+    )
+    assert split_credit_params("spa", {"estimator_lr": 0.1, "omega": 2}, SPAProvider) == (
+        {"omega": 2},
+        {"estimator_lr": 0.1},
+    )
     assert provider_class("grpo") is None and provider_class("oprl") is OPRLProvider
     with pytest.raises(CreditError, match="no parameter 'truth'"):  # provider params of another method
         split_credit_params("grpo", {"truth": "goal"}, None)
@@ -144,8 +181,9 @@ def test_split_params_and_errors(tiny):
         IGPOParams(bridge=3)
     with pytest.raises(CreditError, match="has no parameter 'betta'"):
         make_signal_provider("oprl", {"betta": 0.1}, pm, tok, recipe())
-    method, p = build_credit(SimpleNamespace(method="oprl", params=lambda: {"beta": 0.2, "prm_lr": 0.5}), pm, tok,
-                             recipe())
+    method, p = build_credit(
+        SimpleNamespace(method="oprl", params=lambda: {"beta": 0.2, "prm_lr": 0.5}), pm, tok, recipe()
+    )
     assert method.beta == 0.2  # built once, and the provider uses it
     assert isinstance(p, OPRLProvider) and p.beta == 0.2 and p.optimizer.param_groups[0]["lr"] == 0.5
     assert isinstance(p, SignalProvider)
@@ -216,9 +254,15 @@ def test_oprl_logratio_training_and_adapters(tiny):
     m = prov.compute(recs)
     # a fresh PRM (LoRA B = 0) is the base model: logratio = Σ log π_base − Σ log π_policy (independent path)
     with adapters_disabled(pm):
-        base = recompute_logprobs(pm, tok, [s.prompt_ids for r in recs for s in r.steps],
-                                  [s.action_ids for r in recs for s in r.steps], "admissible",
-                                  [s.admissible for r in recs for s in r.steps], 0.7)
+        base = recompute_logprobs(
+            pm,
+            tok,
+            [s.prompt_ids for r in recs for s in r.steps],
+            [s.action_ids for r in recs for s in r.steps],
+            "admissible",
+            [s.admissible for r in recs for s in r.steps],
+            0.7,
+        )
     got = [s.info["signals"]["logratio"] for r in recs for s in r.steps]
     want = [sum(b) - sum(s.logprobs) for b, s in zip(base, (s for r in recs for s in r.steps))]
     assert got == pytest.approx(want, abs=1e-4)
@@ -240,8 +284,9 @@ def test_oprl_logratio_training_and_adapters(tiny):
         m2 = prov.update(recs)
     assert m2["prm_loss"] < m1["prm_loss"] - 1e-3, (m1, m2)
     # the learner's view is unchanged: the policy adapter computes the stored log-probs
-    again = recompute_logprobs(pm, tok, [recs[0].steps[0].prompt_ids], [recs[0].steps[0].action_ids], "admissible",
-                               [EXITS], 0.7)[0]
+    again = recompute_logprobs(
+        pm, tok, [recs[0].steps[0].prompt_ids], [recs[0].steps[0].action_ids], "admissible", [EXITS], 0.7
+    )[0]
     assert again == pytest.approx(recs[0].steps[0].logprobs, abs=1e-5)
 
     # state round trip (the optimizer; the adapter weights travel in the checkpoint's adapter dir)
@@ -285,7 +330,8 @@ def test_igpo_answer_probs_match_full_forward(tiny):
         ctx = last.prompt_ids + fmt.piece(last.action_ids, user_message(r.final_observation, None))
         assert prov.final_context(r) == ctx
         assert r.info["signals"]["final_answer_prob"] == pytest.approx(
-            direct_answer_prob(pm, ctx, bridge, truth, 0.8), rel=1e-4)
+            direct_answer_prob(pm, ctx, bridge, truth, 0.8), rel=1e-4
+        )
     assert 0 < m["answer_prob"] < 1 and m["zero_ig_frac"] == 0.0  # full history: every context differs
     advs = get_method("igpo").advantages(credit_episodes(recs))
     assert [len(a) for a in advs] == [2, 2, 3, 1]
@@ -298,8 +344,9 @@ def test_igpo_answer_probs_match_full_forward(tiny):
     m0 = prov0.compute(recs0)
     p = [s.info["signals"]["answer_prob"] for s in recs0[1].steps]  # room 1 -> room 1
     assert p[0] == p[1]
-    assert p[0] == pytest.approx(direct_answer_prob(pm, recs0[1].steps[0].prompt_ids, fmt.encode("Goal:"),
-                                                    fmt.encode(" " + GOAL), 1.0), rel=1e-4)
+    assert p[0] == pytest.approx(
+        direct_answer_prob(pm, recs0[1].steps[0].prompt_ids, fmt.encode("Goal:"), fmt.encode(" " + GOAL), 1.0), rel=1e-4
+    )
     # IG pairs: ep0 (2 steps + final) 2, ep1 2, ep2 3, ep3 1 -> 8; equal: ep1 step0==step1, ep2 step1==step2
     assert m0["zero_ig_frac"] == pytest.approx(2 / 8)
     recs0[0].info.pop("walkthrough")
@@ -311,33 +358,55 @@ def test_igpo_answer_probs_match_full_forward(tiny):
 
 
 def _chain_suite(d: Path):
-    (d / "chain.yaml").write_text(yaml.safe_dump({
-        "name": "chain", "env": "toy", "description": "two rooms",
-        "train": {"pattern": "toy/chain-2/seed-{i}", "seeds": [0, 63]},
-        "eval": {"pattern": "toy/chain-2/seed-{i}", "seeds": [1000, 1031]}}))
+    (d / "chain.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "chain",
+                "env": "toy",
+                "description": "two rooms",
+                "train": {"pattern": "toy/chain-2/seed-{i}", "seeds": [0, 63]},
+                "eval": {"pattern": "toy/chain-2/seed-{i}", "seeds": [1000, 1031]},
+            }
+        )
+    )
 
 
 @pytest.mark.parametrize("method", ["spa", "oprl", "igpo"])
 def test_train_and_resume(method, tmp_path, suites_dir, tiny_model_dir, capsys, monkeypatch):
     _chain_suite(suites_dir)
     recipe_path = write_recipe(
-        tmp_path / "train.yaml", "chain", policy="llm",
-        env={"max_steps": 5, "workers": 0}, model={"path": str(tiny_model_dir)},
-        rollout={"group_size": 4, "groups_per_iteration": 3, "action_mode": "admissible", "history": -1,
-                 "max_new_tokens": 8},
+        tmp_path / "train.yaml",
+        "chain",
+        policy="llm",
+        env={"max_steps": 5, "workers": 0},
+        model={"path": str(tiny_model_dir)},
+        rollout={
+            "group_size": 4,
+            "groups_per_iteration": 3,
+            "action_mode": "admissible",
+            "history": -1,
+            "max_new_tokens": 8,
+        },
         credit={"method": method},
-        learner={"lora_rank": 4, "lora_alpha": 8, "lr": 5e-3, "layout": "concat",
-                 "target_modules": ["q_proj", "v_proj"]},
+        learner={
+            "lora_rank": 4,
+            "lora_alpha": 8,
+            "lr": 5e-3,
+            "layout": "concat",
+            "target_modules": ["q_proj", "v_proj"],
+        },
         train={"iterations": 2, "eval_every": 0, "checkpoint_every": 1, "output_dir": str(tmp_path / "ckpt")},
-        eval={"episodes": 2, "greedy": False})
+        eval={"episodes": 2, "greedy": False},
+    )
     db = str(tmp_path / "r.db")
     code, out, err = run_cli(["train", str(recipe_path), "--db", db, "--no-progress"], capsys)
     assert code == 0, err
     con = sqlite3.connect(db)
     key = {"spa": "progress", "oprl": "logratio", "igpo": "answer_prob"}[method]
     sigs = [json.loads(r[0]) for r in con.execute("SELECT signals FROM advantages WHERE method = ?", (method,))]
-    n_steps = con.execute("SELECT count(*) FROM steps s JOIN episodes e ON e.id = s.episode_id "
-                          "WHERE e.split = 'train'").fetchone()[0]
+    n_steps = con.execute(
+        "SELECT count(*) FROM steps s JOIN episodes e ON e.id = s.episode_id WHERE e.split = 'train'"
+    ).fetchone()[0]
     assert len(sigs) == n_steps > 0 and all(key in s for s in sigs)
     metrics = {i: json.loads(m) for i, m in con.execute('SELECT "index", metrics FROM iterations')}
     walls = {i: json.loads(w) for i, w in con.execute('SELECT "index", wall FROM iterations')}
@@ -360,22 +429,25 @@ def test_train_and_resume(method, tmp_path, suites_dir, tiny_model_dir, capsys, 
     def spy(self, st):
         orig(self, st)
         if method == "spa":
-            seen["same"] = all(torch.equal(a, b) for a, b in
-                               zip(self.estimator.state_dict().values(), state["spa_estimator"].values()))
+            seen["same"] = all(
+                torch.equal(a, b) for a, b in zip(self.estimator.state_dict().values(), state["spa_estimator"].values())
+            )
             seen["buffer"] = len(self.buffer)
         elif method == "oprl":
             from safetensors.torch import load_file
 
             saved = load_file(str(ckpt / "adapter" / "prm" / "adapter_model.safetensors"))
             seen["same"] = len(saved) == len(self.params) and all(
-                any(torch.equal(p, v) for v in saved.values()) for p in self.params)
+                any(torch.equal(p, v) for v in saved.values()) for p in self.params
+            )
             seen["active"] = self.model.active_adapter
         else:
             seen["same"] = True
 
     monkeypatch.setattr(cls, "load_state_dict", spy)
-    code, out, err = run_cli(["train", "--resume", "1", "--db", db, "--no-progress", "--set", "train.iterations=3"],
-                             capsys)
+    code, out, err = run_cli(
+        ["train", "--resume", "1", "--db", db, "--no-progress", "--set", "train.iterations=3"], capsys
+    )
     assert code == 0, err
     assert seen["same"] is True, seen
     if method == "spa":
@@ -393,15 +465,30 @@ def test_trainer_and_provider_build_the_same_samples(tmp_path, suites_dir, tiny_
 
     _chain_suite(suites_dir)
     recipe_path = write_recipe(
-        tmp_path / "train.yaml", "chain", policy="llm",
-        env={"max_steps": 4, "workers": 0}, model={"path": str(tiny_model_dir)},
-        rollout={"group_size": 2, "groups_per_iteration": 2, "action_mode": "admissible", "history": -1,
-                 "max_new_tokens": 8},
+        tmp_path / "train.yaml",
+        "chain",
+        policy="llm",
+        env={"max_steps": 4, "workers": 0},
+        model={"path": str(tiny_model_dir)},
+        rollout={
+            "group_size": 2,
+            "groups_per_iteration": 2,
+            "action_mode": "admissible",
+            "history": -1,
+            "max_new_tokens": 8,
+        },
         credit={"method": "oprl"},
-        learner={"lora_rank": 4, "lora_alpha": 8, "lr": 5e-3, "layout": "concat", "drop_zero_advantage": False,
-                 "target_modules": ["q_proj", "v_proj"]},
+        learner={
+            "lora_rank": 4,
+            "lora_alpha": 8,
+            "lr": 5e-3,
+            "layout": "concat",
+            "drop_zero_advantage": False,
+            "target_modules": ["q_proj", "v_proj"],
+        },
         train={"iterations": 1, "eval_every": 0, "checkpoint_every": 1, "output_dir": str(tmp_path / "ckpt")},
-        eval={"episodes": 1, "greedy": True})
+        eval={"episodes": 1, "greedy": True},
+    )
     calls: dict[str, list] = {"train": [], "provider": []}
 
     def spy(key):
@@ -409,6 +496,7 @@ def test_trainer_and_provider_build_the_same_samples(tmp_path, suites_dir, tiny_
             out = episode_samples(recs, advantages, *a, **kw)
             calls[key].append(out)
             return out
+
         return wrapped
 
     monkeypatch.setattr(train_mod, "episode_samples", spy("train"))

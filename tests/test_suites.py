@@ -56,9 +56,13 @@ def _write(folder, stem, **data):
 
 
 def test_split_forms_and_envs_dir_override(suites_dir):
-    _write(suites_dir, "mine", description="d",
-           train={"pattern": "toy/chain-2/seed-{i}", "seed_list": [4, 9, 2]},
-           eval={"tasks": ["toy/pick-2/seed-1", "toy/chain-1/seed-0"]})
+    _write(
+        suites_dir,
+        "mine",
+        description="d",
+        train={"pattern": "toy/chain-2/seed-{i}", "seed_list": [4, 9, 2]},
+        eval={"tasks": ["toy/pick-2/seed-1", "toy/chain-1/seed-0"]},
+    )
     s = load_suite("mine")
     assert s.train == ["toy/chain-2/seed-4", "toy/chain-2/seed-9", "toy/chain-2/seed-2"]
     assert s.eval == ["toy/pick-2/seed-1", "toy/chain-1/seed-0"]
@@ -66,21 +70,28 @@ def test_split_forms_and_envs_dir_override(suites_dir):
     assert load_suite(str(suites_dir / "mine.yaml")).train == s.train  # a path works too
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [5, 1]}}, "first <= last"),
-    ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 1, 2]}}, "inclusive range"),
-    ({"train": {"pattern": "toy/pick-2/seed", "seeds": [0, 3]}}, "{i}"),
-    ({"train": {"pattern": "toy/pick-2/seed-{i}"}}, "exactly one of"),
-    ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 3], "extra": 1}}, "extra"),
-    ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 3]}, "eval": {"tasks": ["toy/pick-2/seed-2"]}},
-     "both train and eval"),
-    ({"train": {"pattern": "textworld/w2-o3-q4/seed-{i}", "seeds": [0, 3]}}, "does not belong to env 'toy'"),
-    ({"name": "other"}, "name must be 'bad'"),
-    ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [5, 1]}}, "first <= last"),
+        ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 1, 2]}}, "inclusive range"),
+        ({"train": {"pattern": "toy/pick-2/seed", "seeds": [0, 3]}}, "{i}"),
+        ({"train": {"pattern": "toy/pick-2/seed-{i}"}}, "exactly one of"),
+        ({"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 3], "extra": 1}}, "extra"),
+        (
+            {"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 3]}, "eval": {"tasks": ["toy/pick-2/seed-2"]}},
+            "both train and eval",
+        ),
+        ({"train": {"pattern": "textworld/w2-o3-q4/seed-{i}", "seeds": [0, 3]}}, "does not belong to env 'toy'"),
+        ({"name": "other"}, "name must be 'bad'"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_malformed_suites(suites_dir, data, needle):
-    base = {"train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 1]},
-            "eval": {"pattern": "toy/pick-2/seed-{i}", "seeds": [10, 11]}}
+    base = {
+        "train": {"pattern": "toy/pick-2/seed-{i}", "seeds": [0, 1]},
+        "eval": {"pattern": "toy/pick-2/seed-{i}", "seeds": [10, 11]},
+    }
     _write(suites_dir, "bad", **{**base, **data})
     with pytest.raises(UserError) as e:
         load_suite("bad")

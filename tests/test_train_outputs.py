@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import torch
-
 from conftest import run_cli
 from test_train import _pick_suite, _recipe
 
@@ -19,8 +18,13 @@ def test_checkpoint_adapter_loads_with_plain_peft(tmp_path, suites_dir, tiny_mod
     from transformers import AutoModelForCausalLM
 
     _pick_suite(suites_dir)
-    recipe = _recipe(tmp_path, tiny_model_dir, train={"iterations": 1, "checkpoint_every": 1},
-                     rollout={"groups_per_iteration": 2}, eval={"episodes": 2})
+    recipe = _recipe(
+        tmp_path,
+        tiny_model_dir,
+        train={"iterations": 1, "checkpoint_every": 1},
+        rollout={"groups_per_iteration": 2},
+        eval={"episodes": 2},
+    )
     db = str(tmp_path / "r.db")
     code, out, err = run_cli(["train", str(recipe), "--db", db, "--no-progress"], capsys)
     assert code == 0, err[-2000:]

@@ -15,8 +15,9 @@ Conventions shared by every method:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -159,7 +160,7 @@ def rloo_in_groups(values: np.ndarray, gid: np.ndarray, n_groups: int, weights: 
     return np.where(n > 1, values - others, 0.0)
 
 
-def episode_weights(batch: "Batch", episode_stats: str) -> np.ndarray | None:
+def episode_weights(batch: Batch, episode_stats: str) -> np.ndarray | None:
     """Weights for the episode-level statistics: None (each episode once) or the lengths."""
     return batch.lengths if episode_stats == "step" else None
 

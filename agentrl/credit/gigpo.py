@@ -26,8 +26,9 @@ reference passes R through); an invalid action's penalty is part of that step's 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 

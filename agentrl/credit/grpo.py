@@ -15,8 +15,9 @@ purpose: a group of one episode gets 0 (the reference passes R through).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 

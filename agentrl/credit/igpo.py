@@ -32,8 +32,9 @@ the unbiased std, and adds the GRPO episode advantage; groups of one episode get
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 

@@ -22,8 +22,9 @@ one episode get 0 (A^E and A^S; the reference passes R through).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def preference_pairs(groups: Sequence[str], returns: Sequence[float]) -> tuple[l
     for i, (g, r) in enumerate(zip(groups, returns)):
         by_group.setdefault(g, ([], []))[0 if r > 0 else 1].append(i)
     won, lost = [], []
-    for w, l in by_group.values():
+    for w, l in by_group.values():  # noqa: E741
         for i in w:
             for j in l:
                 won.append(i)

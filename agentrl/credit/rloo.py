@@ -12,12 +12,22 @@ passes R through).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
-from agentrl.credit.base import EPISODE_STATS, Batch, Episode, check_choice, episode_weights, flatten, rloo_in_groups, set_params
+from agentrl.credit.base import (
+    EPISODE_STATS,
+    Batch,
+    Episode,
+    check_choice,
+    episode_weights,
+    flatten,
+    rloo_in_groups,
+    set_params,
+)
 
 
 def rloo_episode_advantages(batch: Batch, episode_stats: str = "episode") -> np.ndarray:
@@ -33,9 +43,7 @@ class RLOO:
     episode_stats: str = "episode"
 
     def __post_init__(self) -> None:
-        set_params(
-            self, episode_stats=check_choice(self.name, "episode_stats", self.episode_stats, EPISODE_STATS)
-        )
+        set_params(self, episode_stats=check_choice(self.name, "episode_stats", self.episode_stats, EPISODE_STATS))
 
     def advantages(self, episodes: Sequence[Episode]) -> list[list[float]]:
         b = flatten(episodes)

@@ -20,8 +20,9 @@ episode advantage. The released SPA code trains a critic and uses GAE instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 

@@ -11,6 +11,14 @@ from agentrl.envs.registry import env_name_of, list_envs, make_env, register_env
 register_gymnasium_envs()
 
 __all__ = [
-    "META_COMMANDS", "Observation", "TextEnv", "Transition", "clean_action",
-    "env_name_of", "list_envs", "make_env", "register_env", "register_gymnasium_envs",
+    "META_COMMANDS",
+    "Observation",
+    "TextEnv",
+    "Transition",
+    "clean_action",
+    "env_name_of",
+    "list_envs",
+    "make_env",
+    "register_env",
+    "register_gymnasium_envs",
 ]

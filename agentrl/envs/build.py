@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,8 +13,14 @@ from agentrl.envs.registry import check_tasks, env_name_of
 from agentrl.envs.suites import load_suite
 from agentrl.errors import UserError
 
-def build_missing(task_ids: list[str], is_ready: Callable[[str], bool], build_one: Callable[[str], object],
-                  workers: int, progress: Callable[[int], None] | None) -> None:
+
+def build_missing(
+    task_ids: list[str],
+    is_ready: Callable[[str], bool],
+    build_one: Callable[[str], object],
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> None:
     """Build every task id not ready yet, in `workers` spawned processes; `progress(k)` gets the
     number of task ids that just became ready (cached ones at once), adding up to len(task_ids).
 
@@ -56,31 +62,52 @@ def _builder(env: str):
     try:
         mod = __import__(module, fromlist=[attr])
     except ImportError as e:
-        raise UserError(f"building {env} games needs an optional package ({e.name}): pip install 'agentrl[{env}]'") from None
+        raise UserError(
+            f"building {env} games needs an optional package ({e.name}): pip install 'agentrl[{env}]'"
+        ) from None
     return getattr(mod, attr)
 
 
-def build(name: str, split: str = "all", workers: int = 2, n: int | None = None, seed: int = 0,
-          task_types: list[str] | None = None, floorplans: list[str] | None = None, small: bool = False,
-          console: Console | None = None) -> list:
+def build(
+    name: str,
+    split: str = "all",
+    workers: int = 2,
+    n: int | None = None,
+    seed: int = 0,
+    task_types: list[str] | None = None,
+    floorplans: list[str] | None = None,
+    small: bool = False,
+    console: Console | None = None,
+) -> list:
     console = console or Console(stderr=True)
     suite = None
     if name != "alfworld":  # a suite: every task id is checked before anything is built
         suite = load_suite(name)
         check_tasks(suite.train + suite.eval)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         if name == "alfworld":  # the generator, with its own options
             try:
                 from agentrl.envs.alfworld import build_alfworld, default_n
             except ImportError as e:
-                raise UserError(f"ALFWorld needs the alfworld package ({e.name}): pip install 'agentrl[alfworld]'") from None
+                raise UserError(
+                    f"ALFWorld needs the alfworld package ({e.name}): pip install 'agentrl[alfworld]'"
+                ) from None
             splits = ["train", "eval"] if split == "all" else [split]
             out: list = []
             for sp in splits:
                 bar = progress.add_task(f"alfworld {sp}", total=default_n(sp, small) if n is None else n)
-                out += build_alfworld(split=sp, n=n, seed=seed, task_types=task_types, floorplans=floorplans,
-                                      workers=workers, progress=lambda k, b=bar: progress.advance(b, k), small=small)
+                out += build_alfworld(
+                    split=sp,
+                    n=n,
+                    seed=seed,
+                    task_types=task_types,
+                    floorplans=floorplans,
+                    workers=workers,
+                    progress=lambda k, b=bar: progress.advance(b, k),
+                    small=small,
+                )
             return out
         assert suite is not None
         tasks = (suite.train if split in ("train", "all") else []) + (suite.eval if split in ("eval", "all") else [])

@@ -85,9 +85,18 @@ class GymTextEnv(TextEnv):
     def _observation(self, text: Any, info: dict[str, Any]) -> Observation:
         if not isinstance(text, str):
             raise UserError(f"gymnasium env '{self._id}' returned a {type(text).__name__} observation, not text")
-        extra = {k: v for k, v in info.items() if k not in ("admissible_commands", "admissible", "goal", "anchor", "won", "valid")}
-        return Observation(text=text, admissible=_admissible(info), goal=str(info.get("goal", "") or ""),
-                           anchor=str(info.get("anchor", text)), info=extra)
+        extra = {
+            k: v
+            for k, v in info.items()
+            if k not in ("admissible_commands", "admissible", "goal", "anchor", "won", "valid")
+        }
+        return Observation(
+            text=text,
+            admissible=_admissible(info),
+            goal=str(info.get("goal", "") or ""),
+            anchor=str(info.get("anchor", text)),
+            info=extra,
+        )
 
     def check_task(self, task: str) -> None:
         env_id, _ = parse_task(task)
@@ -110,7 +119,9 @@ class GymTextEnv(TextEnv):
             raise RuntimeError("step() before reset()")
         cmd, ok = clean_action(action)
         if not ok:
-            same = Observation(REFUSED_TEXT, self._obs.admissible, self._obs.goal, self._obs.anchor, dict(self._obs.info))
+            same = Observation(
+                REFUSED_TEXT, self._obs.admissible, self._obs.goal, self._obs.anchor, dict(self._obs.info)
+            )
             return Transition(same, 0.0, False, valid=False)
         before = self._obs.admissible
         text, reward, terminated, truncated, info = self._env.step(cmd)

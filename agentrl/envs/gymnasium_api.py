@@ -27,8 +27,12 @@ from agentrl.errors import UserError
 
 # Printable ASCII, tab/newline, Latin-1 letters and common typographic punctuation:
 # covers TextWorld/ALFWorld texts; anything else is shown as "?" (never raises).
-TEXT_CHARSET = "\t\n" + "".join(chr(i) for i in range(32, 127)) + "".join(chr(i) for i in range(160, 256)) \
+TEXT_CHARSET = (
+    "\t\n"
+    + "".join(chr(i) for i in range(32, 127))
+    + "".join(chr(i) for i in range(160, 256))
     + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u2022"
+)
 _CHARSET_SET = frozenset(TEXT_CHARSET)
 MAX_OBS_CHARS = 65536
 
@@ -57,14 +61,22 @@ class AdapterEnv(gymnasium.Env):
         self._env = make_env(adapter)
 
     def _info(self, obs: Observation, won: bool = False, valid: bool = True) -> dict[str, Any]:
-        return {**obs.info, "admissible": None if obs.admissible is None else list(obs.admissible),
-                "goal": obs.goal, "anchor": obs.anchor, "won": won, "valid": valid}
+        return {
+            **obs.info,
+            "admissible": None if obs.admissible is None else list(obs.admissible),
+            "goal": obs.goal,
+            "anchor": obs.anchor,
+            "won": won,
+            "valid": valid,
+        }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
         task = (options or {}).get("task") or self.task
         if not task:
-            raise UserError(f"no task: use gymnasium.make(..., task='{self.adapter}/...') or reset(options={{'task': ...}})")
+            raise UserError(
+                f"no task: use gymnasium.make(..., task='{self.adapter}/...') or reset(options={{'task': ...}})"
+            )
         if env_name_of(task) != self.adapter:
             raise UserError(f"task '{task}' is not a '{self.adapter}' task")
         self.task = task
@@ -85,7 +97,8 @@ def register_gymnasium_envs() -> None:
     """Register the agentrl/* ids with gymnasium (idempotent; called on `import agentrl.envs`)."""
     for env_id, adapter in ADAPTER_IDS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point="agentrl.envs.gymnasium_api:AdapterEnv",
-                               kwargs={"adapter": adapter})
+            gymnasium.register(
+                id=env_id, entry_point="agentrl.envs.gymnasium_api:AdapterEnv", kwargs={"adapter": adapter}
+            )
     if "agentrl/ToyText-v0" not in gymnasium.registry:
         gymnasium.register(id="agentrl/ToyText-v0", entry_point="agentrl.envs.toy:ToyTextEnv")

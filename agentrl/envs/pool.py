@@ -148,7 +148,7 @@ class EnvPool:
     def close(self) -> None:
         if self._local is not None:
             self._local.close_all()
-        for i, conn in enumerate(self._conns):
+        for _i, conn in enumerate(self._conns):
             if conn is not None:
                 try:
                     conn.send(None)
@@ -162,7 +162,7 @@ class EnvPool:
                     p.join(timeout=5)
             self._procs[i] = self._conns[i] = None
 
-    def __enter__(self) -> "EnvPool":
+    def __enter__(self) -> EnvPool:
         return self
 
     def __exit__(self, *exc) -> None:

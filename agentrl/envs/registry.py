@@ -7,9 +7,9 @@ Third-party adapters register through the entry-point group `agentrl.envs`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
-from typing import Callable
 
 from agentrl.envs.base import TextEnv
 from agentrl.errors import UserError

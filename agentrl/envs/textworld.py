@@ -40,9 +40,10 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import textworld
 import textworld.challenges
@@ -56,8 +57,15 @@ _FIRST_COMMAND = re.compile(r"[.;!?]|,?\s+then\s+|\bthen\b\s*", re.IGNORECASE)
 
 # Only what the adapter uses: every extra info costs interpreter time per step (measured with bench/env_speed.py).
 REQUEST_INFOS = EnvInfos(
-    admissible_commands=True, description=True, inventory=True, won=True, lost=True,
-    score=True, max_score=True, policy_commands=True, objective=True,
+    admissible_commands=True,
+    description=True,
+    inventory=True,
+    won=True,
+    lost=True,
+    score=True,
+    max_score=True,
+    policy_commands=True,
+    objective=True,
 )
 REFUSED_TEXT = "That command is not allowed."
 GAME_OVER_TEXT = "The game is over."
@@ -67,11 +75,15 @@ GAME_OVER_TEXT = "The game is over."
 _SEED = r"/seed-(?P<seed>\d+)"
 _CUSTOM = re.compile(r"textworld/(?P<spec>w(?P<w>\d+)-o(?P<o>\d+)-q(?P<q>\d+))" + _SEED)
 _SIMPLE = re.compile(
-    r"textworld/(?P<spec>tw-simple-(?P<rewards>dense|balanced|sparse)-(?P<goal>detailed|brief|none))" + _SEED)
+    r"textworld/(?P<spec>tw-simple-(?P<rewards>dense|balanced|sparse)-(?P<goal>detailed|brief|none))" + _SEED
+)
 _COOKING = re.compile(
     r"textworld/(?P<spec>tw-cooking-r(?P<recipe>\d+)-t(?P<take>\d+)(?:-go(?P<go>\d+))?"
-    r"(?P<open>-open)?(?P<cook>-cook)?(?P<cut>-cut)?(?P<drop>-drop)?)" + _SEED)
-_LEVELED = re.compile(r"textworld/(?P<spec>(?P<challenge>tw-coin_collector|tw-treasure_hunter)-l(?P<level>\d+))" + _SEED)
+    r"(?P<open>-open)?(?P<cook>-cook)?(?P<cut>-cut)?(?P<drop>-drop)?)" + _SEED
+)
+_LEVELED = re.compile(
+    r"textworld/(?P<spec>(?P<challenge>tw-coin_collector|tw-treasure_hunter)-l(?P<level>\d+))" + _SEED
+)
 _LEVEL_MAX = {"tw-coin_collector": 300, "tw-treasure_hunter": 30}
 
 GRAMMAR_HELP = (
@@ -107,8 +119,17 @@ def parse_task(task_id: str) -> GameSpec:
         recipe, take, go = int(m["recipe"]), int(m["take"]), int(m["go"] or 1)
         if not 1 <= recipe <= 5 or not 0 <= take <= recipe or go not in (1, 6, 9, 12):
             raise UserError(f"{bad}: need recipe 1-5, take 0..recipe, go in 1|6|9|12")
-        settings = {"recipe": recipe, "take": take, "go": go, "open": bool(m["open"]), "cook": bool(m["cook"]),
-                    "cut": bool(m["cut"]), "drop": bool(m["drop"]), "recipe_seed": 0, "split": None}
+        settings = {
+            "recipe": recipe,
+            "take": take,
+            "go": go,
+            "open": bool(m["open"]),
+            "cook": bool(m["cook"]),
+            "cut": bool(m["cut"]),
+            "drop": bool(m["drop"]),
+            "recipe_seed": 0,
+            "split": None,
+        }
         return GameSpec(task_id, m["spec"], int(m["seed"]), "tw-cooking", settings)
     if m := _LEVELED.fullmatch(task_id):
         level, top = int(m["level"]), _LEVEL_MAX[m["challenge"]]
@@ -218,7 +239,7 @@ def clean_text(raw: str, banner: bool = False) -> str:
     end-of-game restart question, lines stripped, at most one blank line in a row."""
     text = raw.rstrip()
     cut = text.rfind("\n>")
-    if cut >= 0 and "\n" not in text[cut + 2:]:  # the last line is the prompt + padded status line
+    if cut >= 0 and "\n" not in text[cut + 2 :]:  # the last line is the prompt + padded status line
         text = text[:cut]
     elif text.startswith(">") and "\n" not in text:
         text = ""
@@ -267,10 +288,18 @@ class TextWorldEnv(TextEnv):
         admissible = sorted(c for c in (state["admissible_commands"] or []) if clean_action(c)[1])
         self._admissible_norm = {_norm(c) for c in admissible}
         anchor = clean_text(state["description"] or "") + "\n\n" + clean_text(state["inventory"] or "")
-        info = {"expert_plan": list(state["policy_commands"] or []),
-                "score": state["score"], "max_score": state["max_score"]}
-        return Observation(text=clean_text(state.feedback or "", banner=banner), admissible=admissible,
-                           goal=state["objective"] or "", anchor=anchor.strip(), info=info)
+        info = {
+            "expert_plan": list(state["policy_commands"] or []),
+            "score": state["score"],
+            "max_score": state["max_score"],
+        }
+        return Observation(
+            text=clean_text(state.feedback or "", banner=banner),
+            admissible=admissible,
+            goal=state["objective"] or "",
+            anchor=anchor.strip(),
+            info=info,
+        )
 
     def check_task(self, task: str) -> None:
         parse_task(task)
@@ -286,8 +315,13 @@ class TextWorldEnv(TextEnv):
     def _same(self, text: str) -> Observation:
         assert self._obs is not None
         info = {k: v for k, v in self._obs.info.items() if k != "walkthrough"}
-        return Observation(text=text, admissible=list(self._obs.admissible or []), goal=self._obs.goal,
-                           anchor=self._obs.anchor, info=info)
+        return Observation(
+            text=text,
+            admissible=list(self._obs.admissible or []),
+            goal=self._obs.goal,
+            anchor=self._obs.anchor,
+            info=info,
+        )
 
     def step(self, action: str) -> Transition:
         if self._obs is None:

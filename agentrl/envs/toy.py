@@ -44,8 +44,10 @@ def parse_task(task_id: str) -> tuple[str, int, int]:
     """toy task id -> (kind, size, seed); UserError if ill-formed."""
     m = _TASK.fullmatch(task_id)
     if not m:
-        raise UserError(f"bad toy task id '{task_id}' (expected toy/pick-K/seed-N, toy/chain-N/seed-N, "
-                        "toy/echo/seed-N, toy/hang/seed-N or toy/crash/seed-N)")
+        raise UserError(
+            f"bad toy task id '{task_id}' (expected toy/pick-K/seed-N, toy/chain-N/seed-N, "
+            "toy/echo/seed-N, toy/hang/seed-N or toy/crash/seed-N)"
+        )
     kind, n = (m["kind"], int(m["n"])) if m["kind"] else (m["special"], 0)
     if kind == "pick" and not 2 <= n <= len(COLORS):
         raise UserError(f"bad toy task id '{task_id}': pick needs 2-{len(COLORS)} doors")
@@ -93,8 +95,11 @@ class ToyEnv(TextEnv):
         elif self.kind == "chain":
             self.obs = self._chain_obs()
         else:
-            text = {"echo": "Say something.", "hang": "This game hangs on every step.",
-                    "crash": "This game crashes on every step."}[self.kind]
+            text = {
+                "echo": "Say something.",
+                "hang": "This game hangs on every step.",
+                "crash": "This game crashes on every step.",
+            }[self.kind]
             self.obs = Observation(text, None if self.kind == "echo" else ["wait"], "", text, {})
         self.obs.info["walkthrough"] = list(self.obs.info.get("expert_plan", []))
         return self.obs
@@ -102,8 +107,9 @@ class ToyEnv(TextEnv):
     def _unchanged(self, text: str | None = None, valid: bool = True) -> Transition:
         assert self.obs is not None
         info = {k: v for k, v in self.obs.info.items() if k != "walkthrough"}
-        obs = Observation(text or self.obs.text, list(self.obs.admissible or []) or None, self.obs.goal,
-                          self.obs.anchor, info)
+        obs = Observation(
+            text or self.obs.text, list(self.obs.admissible or []) or None, self.obs.goal, self.obs.anchor, info
+        )
         return Transition(obs, 0.0, self.done, won=self.won, valid=valid)
 
     def step(self, action: str) -> Transition:
@@ -155,8 +161,12 @@ class ToyTextEnv(gymnasium.Env):
         self._env = ToyEnv()
 
     def _info(self, obs: Observation, won: bool = False) -> dict[str, Any]:
-        return {"admissible_commands": list(obs.admissible or []), "goal": obs.goal, "won": won,
-                "expert_plan": list(obs.info.get("expert_plan", []))}
+        return {
+            "admissible_commands": list(obs.admissible or []),
+            "goal": obs.goal,
+            "won": won,
+            "expert_plan": list(obs.info.get("expert_plan", [])),
+        }
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
@@ -167,4 +177,3 @@ class ToyTextEnv(gymnasium.Env):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         tr = self._env.step(action)
         return tr.observation.text, tr.reward, tr.terminated, False, self._info(tr.observation, tr.won)
-

@@ -86,7 +86,7 @@ class MicroBatch:
     num_tokens: int = 0  # real (non-pad) tokens processed
     num_loss_tokens: int = 0
 
-    def to(self, device: torch.device | str) -> "MicroBatch":
+    def to(self, device: torch.device | str) -> MicroBatch:
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in fields(self)
@@ -134,7 +134,11 @@ def build_sequences(samples: list[StepSample], layout: str) -> list[Sequence]:
             for i in group:
                 s = samples[i]
                 prompt = s.prompt_ids
-                if seq is not None and len(prompt) >= len(seq.input_ids) and prompt[: len(seq.input_ids)] == seq.input_ids:
+                if (
+                    seq is not None
+                    and len(prompt) >= len(seq.input_ids)
+                    and prompt[: len(seq.input_ids)] == seq.input_ids
+                ):
                     seq.add_step(list(prompt[len(seq.input_ids) :]), s, i)
                 else:
                     seq = Sequence()

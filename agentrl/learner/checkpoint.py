@@ -30,8 +30,8 @@ import os
 import random
 import shutil
 import uuid
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,8 +60,9 @@ class ModelCard:
 
 
 def _card_text(card: ModelCard, adapter: str, iteration: int) -> str:
-    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                         for k, v in sorted(card.metrics.items()))
+    metrics = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(card.metrics.items())
+    )
     base = json.dumps(card.base_model)
     return f"""---
 base_model: {base}
@@ -190,7 +191,12 @@ def save_checkpoint(
             },
             tmp / TRAINER_STATE,
         )
-        meta = {"format": FORMAT, "iteration": int(iteration), "adapters": list(model.peft_config), "extra": extra or {}}
+        meta = {
+            "format": FORMAT,
+            "iteration": int(iteration),
+            "adapters": list(model.peft_config),
+            "extra": extra or {},
+        }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
         _fsync_tree(tmp)
         old = parent / f".{final.name}.old"
@@ -239,14 +245,20 @@ def _load_adapter_weights(model: PeftModel, src: Path, name: str) -> None:
     cur = model.peft_config[name]
     for key in ("r", "lora_alpha", "layers_to_transform"):
         if saved.get(key) != getattr(cur, key):
-            raise UserError(f"checkpoint adapter '{name}' has {key}={saved.get(key)}, the model has {getattr(cur, key)}")
+            raise UserError(
+                f"checkpoint adapter '{name}' has {key}={saved.get(key)}, the model has {getattr(cur, key)}"
+            )
     if set(saved.get("target_modules") or []) != set(cur.target_modules or []):
-        raise UserError(f"checkpoint adapter '{name}' targets {saved.get('target_modules')}, the model {cur.target_modules}")
+        raise UserError(
+            f"checkpoint adapter '{name}' targets {saved.get('target_modules')}, the model {cur.target_modules}"
+        )
     weights = load_file(str(src / "adapter_model.safetensors"))
     result = set_peft_model_state_dict(model, weights, adapter_name=name)
     missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
     if result.unexpected_keys or missing:
-        raise UserError(f"checkpoint adapter '{name}' does not match the model ({len(missing)} missing, {len(result.unexpected_keys)} unexpected weights)")
+        raise UserError(
+            f"checkpoint adapter '{name}' does not match the model ({len(missing)} missing, {len(result.unexpected_keys)} unexpected weights)"  # noqa: E501
+        )
 
 
 def load_checkpoint(

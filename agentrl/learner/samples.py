@@ -43,6 +43,15 @@ def episode_samples(
             al = None
             if allowed and action_mode == "admissible" and s.admissible:
                 al = allowed_token_ids(tokenizer, s.admissible, s.action_ids)
-            out.append(StepSample(episode=e, t=t, prompt_ids=list(s.prompt_ids), action_ids=list(s.action_ids),
-                                  old_logprobs=list(s.logprobs or []), advantage=float(a), allowed=al))
+            out.append(
+                StepSample(
+                    episode=e,
+                    t=t,
+                    prompt_ids=list(s.prompt_ids),
+                    action_ids=list(s.action_ids),
+                    old_logprobs=list(s.logprobs or []),
+                    advantage=float(a),
+                    allowed=al,
+                )
+            )
     return out

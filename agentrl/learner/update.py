@@ -35,8 +35,9 @@ def compute_logprobs(
     quantity the constrained sampler stored. The entropy is detached unless `entropy_grad`.
     """
     allowed = (mb.allowed_ids, mb.has_allowed) if mb.allowed_ids is not None else None
-    logp, logp_all = forward_logprobs(model, mb.input_ids, mb.attention_mask, mb.batch_index, mb.positions,
-                                      mb.targets, allowed, temperature)
+    logp, logp_all = forward_logprobs(
+        model, mb.input_ids, mb.attention_mask, mb.batch_index, mb.positions, mb.targets, allowed, temperature
+    )
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         finite = torch.where(torch.isfinite(logp_all), logp_all, torch.zeros_like(logp_all))
         entropy = -(finite.exp() * finite).sum(-1)

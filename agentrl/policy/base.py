@@ -21,6 +21,11 @@ class TurnContext:
     t: int  # turn index, 0-based
     observation: Observation  # current observation (goal and admissible commands inside)
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (observation text, action text)
+    # Identity of the episode for sampling: a sampling policy draws this episode's tokens from a
+    # generator seeded by (its seed, sample_key, t), so an episode's samples do not depend on which
+    # other episodes share its batch — a resumed rollout redraws exactly what was lost. None:
+    # the policy's own stream.
+    sample_key: int | None = None
 
 
 @dataclass

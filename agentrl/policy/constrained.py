@@ -22,7 +22,7 @@ from agentrl.policy.prompt import chat_format
 
 @dataclass
 class _Node:
-    children: dict[int, "_Node"] = field(default_factory=dict)
+    children: dict[int, _Node] = field(default_factory=dict)
     command: str | None = None  # set on the leaf reached after the end-of-turn token
 
 
@@ -38,7 +38,7 @@ class CommandTrie:
             node.command = command
 
     @classmethod
-    def from_commands(cls, tokenizer, commands: list[str]) -> "CommandTrie":
+    def from_commands(cls, tokenizer, commands: list[str]) -> CommandTrie:
         fmt = chat_format(tokenizer)
         seqs: dict[str, list[int]] = {}
         for c in commands:

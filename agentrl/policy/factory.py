@@ -1,4 +1,8 @@
-"""Build the policy a recipe names: `random`, `expert` or `llm` (optionally with a LoRA checkpoint)."""
+"""Build the policy a recipe names: `random`, `expert` or `llm` (optionally with a LoRA checkpoint).
+
+The LLM modules are imported only when an `llm` policy is built: `agentrl.evaluate` imports this
+module, and an eval of a scripted policy should not spend seconds loading torch, transformers and peft.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 At each turn all live episodes are generated together, in chunks of
 `rollout.batch_size` (sorted by how many tokens they need to prefill), with a small
-decoding loop of our own over `past_key_values` (not `model.generate`): it applies the
+decoding loop of our own over the KV cache (not `model.generate`): it applies the
 admissible-command trie at each step and records the exact log-prob of each sampled
 token (see `agentrl.policy.logprobs` for the quantity).
 
@@ -31,6 +31,7 @@ ignores `max_new_tokens` (a command is finished when its trie path ends).
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -42,7 +43,13 @@ from agentrl.policy.base import Action, TurnContext
 from agentrl.policy.constrained import CommandTrie, parse_action
 from agentrl.policy.logprobs import body_and_head, eval_mode, logprobs_at, pad_allowed, tempered_logits
 from agentrl.policy.prompt import (
-    Prompt, Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message,
+    Prompt,
+    Turn,
+    build_prompt,
+    chat_format,
+    default_system_prompt,
+    system_message,
+    user_message,
 )
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [kv_heads, length, head_dim]
@@ -67,6 +74,7 @@ class _Request:
     logprobs: list[float] = field(default_factory=list)
     node: object = None  # current trie node
     done: bool = False
+    gen: torch.Generator | None = None  # this episode's sampling stream (TurnContext.sample_key), else None
 
 
 @dataclass
@@ -93,6 +101,13 @@ def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]):
         return DynamicCache.from_legacy_cache(tuple(layers))
 
 
+def _cache_arg(body) -> str:
+    """The KV-cache keyword of the decoder's forward: `cache` (transformers >= 5.2x; `past_key_values`
+    is deprecated there and removed in 5.40) or `past_key_values` (older releases)."""
+    params = inspect.signature(type(body).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -106,14 +121,17 @@ class HFPolicy:
 
     name = "llm"
 
-    def __init__(self, model, tokenizer, rollout_cfg: RolloutConfig, greedy: bool = False, seed: int = 0,
-                 kv_reuse: bool = True):
+    def __init__(
+        self, model, tokenizer, rollout_cfg: RolloutConfig, greedy: bool = False, seed: int = 0, kv_reuse: bool = True
+    ):
         self.model, self.tok, self.cfg = model, tokenizer, rollout_cfg
         self.greedy, self.kv_reuse = greedy, kv_reuse
         self.fmt = chat_format(tokenizer)
         self.system_prompt = rollout_cfg.system_prompt or default_system_prompt(
-            rollout_cfg.action_mode, rollout_cfg.action_parser)
+            rollout_cfg.action_mode, rollout_cfg.action_parser
+        )
         self.device = next(model.parameters()).device
+        self.seed = seed
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.fmt.eot_id
         self.episodes: dict[int, _Episode] = {}
@@ -144,8 +162,10 @@ class HFPolicy:
     def _history(self, ctx: TurnContext, ep: _Episode) -> list[Turn]:
         """Earlier turns: from this policy's memory when it played them, else from the context."""
         n = len(ctx.history)
-        if len(ep.turns) == ctx.t and n <= ctx.t and all(
-            o == h[0] for o, h in zip(ep.observations[ctx.t - n:], ctx.history)
+        if (
+            len(ep.turns) == ctx.t
+            and n <= ctx.t
+            and all(o == h[0] for o, h in zip(ep.observations[ctx.t - n :], ctx.history))
         ):
             return ep.turns
         turns = [Turn(user_message(o, None), self.fmt.encode(a)) for o, a in ctx.history]
@@ -158,13 +178,20 @@ class HFPolicy:
             ep = self.episodes[ctx.key] = _Episode()
         obs = ctx.observation
         prompt = build_prompt(
-            self.fmt, system_message(self.system_prompt, obs.goal), self._history(ctx, ep), obs.text,
-            obs.admissible, self.cfg.history, self.cfg.max_prompt_tokens,
+            self.fmt,
+            system_message(self.system_prompt, obs.goal),
+            self._history(ctx, ep),
+            obs.text,
+            obs.admissible,
+            self.cfg.history,
+            self.cfg.max_prompt_tokens,
         )
         trie = None
         if self.cfg.action_mode == "admissible" and obs.admissible:
             trie = CommandTrie.from_commands(self.tok, obs.admissible)
         req = _Request(ctx, prompt, trie, node=trie.root if trie else None)
+        if ctx.sample_key is not None and not self.greedy:
+            req.gen = torch.Generator(device=self.device).manual_seed(_turn_seed(self.seed, ctx.sample_key, ctx.t))
         if self.kv_reuse and ep.cache is not None:
             n = min(_common_prefix(ep.cache_ids, prompt.ids), len(prompt.ids) - 1)
             if n > 0:
@@ -187,31 +214,43 @@ class HFPolicy:
             info["truncated_observation"] = True
         if self.cfg.action_mode == "admissible" and r.trie is None:
             info["constrained"] = False
-        return Action(text=text, raw=raw, prompt_ids=list(r.prompt.ids), action_ids=list(r.ids),
-                      logprobs=list(r.logprobs), parsed=parsed, info=info)
+        return Action(
+            text=text,
+            raw=raw,
+            prompt_ids=list(r.prompt.ids),
+            action_ids=list(r.ids),
+            logprobs=list(r.logprobs),
+            parsed=parsed,
+            info=info,
+        )
 
     # ------------------------------------------------------------------ batched decoding
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         body, head = body_and_head(self.model)
-        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   past_key_values=cache, use_cache=True)
+        out = body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{_cache_arg(body): cache},
+            use_cache=True,
+        )
         self.stats.forward_passes += 1
-        return head(out.last_hidden_state[:, -1]), out.past_key_values
+        return head(out.last_hidden_state[:, -1]), getattr(out, "cache", None) or out.past_key_values
 
     def _generate(self, reqs: list[_Request]) -> None:
         dev, B = self.device, len(reqs)
         t0 = time.perf_counter()
-        news = [r.prompt.ids[r.past_len:] for r in reqs]
+        news = [r.prompt.ids[r.past_len :] for r in reqs]
         lp, ln = max(r.past_len for r in reqs), max(len(n) for n in news)
         ids = torch.full((B, ln), self.pad_id, dtype=torch.long)
         mask = torch.zeros((B, lp + ln), dtype=torch.long)
         pos = torch.zeros((B, ln), dtype=torch.long)
         for i, (r, new) in enumerate(zip(reqs, news)):
-            ids[i, ln - len(new):] = torch.tensor(new)
+            ids[i, ln - len(new) :] = torch.tensor(new)
             mask[i, lp - r.past_len : lp] = 1
-            mask[i, lp + ln - len(new):] = 1
-            pos[i, ln - len(new):] = torch.arange(r.past_len, r.past_len + len(new))
+            mask[i, lp + ln - len(new) :] = 1
+            pos[i, ln - len(new) :] = torch.arange(r.past_len, r.past_len + len(new))
             self.stats.prompt_tokens += len(r.prompt.ids)
             self.stats.prefilled_tokens += len(new)
         cache = None
@@ -223,8 +262,8 @@ class HFPolicy:
                 v = v0.new_zeros((B, v0.shape[0], lp, v0.shape[2]))
                 for i, r in enumerate(reqs):
                     if r.past_len:
-                        k[i, :, lp - r.past_len:] = r.past[li][0]
-                        v[i, :, lp - r.past_len:] = r.past[li][1]
+                        k[i, :, lp - r.past_len :] = r.past[li][0]
+                        v[i, :, lp - r.past_len :] = r.past[li][1]
                 layers.append((k, v))
             cache = _make_cache(layers)
             for r in reqs:
@@ -237,8 +276,9 @@ class HFPolicy:
             where = {row: j for j, row in enumerate(uniq)}
             sel = torch.tensor([where[r] for r in rows], device=dev)
             u = torch.tensor(uniq, device=dev)
-            logits, cache = self._forward(ids.to(dev).index_select(0, u), mask.index_select(0, u),
-                                          pos.index_select(0, u), None)
+            logits, cache = self._forward(
+                ids.to(dev).index_select(0, u), mask.index_select(0, u), pos.index_select(0, u), None
+            )
             logits = logits.index_select(0, sel)
             cache = _make_cache([(k.index_select(0, sel), v.index_select(0, sel)) for k, v in _cache_layers(cache)])
             self.stats.prefilled_tokens -= sum(len(news[i]) for i in range(B) if rows[i] != i)
@@ -286,8 +326,9 @@ class HFPolicy:
         """One token per row from the (constrained) tempered distribution; returns (tokens, log-probs).
 
         The log-probs are `logprobs_at`, the function the learner's `forward_logprobs` ends in."""
-        allowed = pad_allowed([sorted(r.node.children) if r.trie is not None and not r.done else None
-                               for r in reqs], device=logits.device)
+        allowed = pad_allowed(
+            [sorted(r.node.children) if r.trie is not None and not r.done else None for r in reqs], device=logits.device
+        )
         z = tempered_logits(logits, allowed, self.cfg.temperature)
         if self.greedy:
             tokens = z.argmax(dim=-1)
@@ -295,8 +336,17 @@ class HFPolicy:
             probs = torch.softmax(z, dim=-1)
             if self.cfg.top_p < 1.0:
                 probs = _top_p(probs, self.cfg.top_p)
-            tokens = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
+            if all(r.gen is not None for r in reqs):  # one stream per episode: batch-independent draws
+                tokens = torch.cat([torch.multinomial(probs[i], 1, generator=r.gen) for i, r in enumerate(reqs)])
+            else:
+                tokens = torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
         return tokens, logprobs_at(logits, tokens, allowed, self.cfg.temperature)[0]
+
+
+def _turn_seed(seed: int, sample_key: int, t: int) -> int:
+    """The seed of one episode's sampling stream at turn t: a function of (policy seed, episode, turn)
+    only, never of the other episodes in the batch."""
+    return (seed * 0x9E3779B97F4A7C15 + sample_key * 0xBF58476D1CE4E5B9 + t * 0x94D049BB133111EB) % (2**63)
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

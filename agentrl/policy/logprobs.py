@@ -124,8 +124,9 @@ def forward_logprobs(
     """
     body, head = body_and_head(model)
     full = bool(attention_mask.all())  # no padding: let SDPA use its causal fast path
-    out = body(input_ids=input_ids, attention_mask=None if full else attention_mask, position_ids=position_ids,
-               use_cache=False)
+    out = body(
+        input_ids=input_ids, attention_mask=None if full else attention_mask, position_ids=position_ids, use_cache=False
+    )
     hidden = out.last_hidden_state[batch_index, positions]  # [N, H]
     return logprobs_at(head(hidden), targets, allowed, temperature)
 
@@ -146,8 +147,9 @@ def token_logprobs(
     token, or None (unconstrained). Differentiable.
     """
     pa = pad_allowed(allowed, device=input_ids.device) if allowed is not None else None
-    return forward_logprobs(model, input_ids, attention_mask, rows, cols - 1, input_ids[rows, cols], pa,
-                            temperature, position_ids)[0]
+    return forward_logprobs(
+        model, input_ids, attention_mask, rows, cols - 1, input_ids[rows, cols], pa, temperature, position_ids
+    )[0]
 
 
 @torch.no_grad()
@@ -195,8 +197,13 @@ def recompute_logprobs(
                 allowed += [None] * a
         with eval_mode(model):
             lp = token_logprobs(
-                model, ids.to(device), mask.to(device), torch.tensor(rows, device=device),
-                torch.tensor(cols, device=device), allowed, temperature,
+                model,
+                ids.to(device),
+                mask.to(device),
+                torch.tensor(rows, device=device),
+                torch.tensor(cols, device=device),
+                allowed,
+                temperature,
             ).tolist()
         k = 0
         for i in chunk:

@@ -147,8 +147,18 @@ def load_model(cfg: ModelConfig, seed: int | None = None):
 
 _CORPUS = [
     "You are in a kitchen. There is a fridge, a table and a closed door to the north.",
-    "go north", "go north east", "go south", "go east", "go west", "open door", "open fridge",
-    "take apple from table", "put apple in fridge", "examine table", "inventory", "look",
+    "go north",
+    "go north east",
+    "go south",
+    "go east",
+    "go west",
+    "open door",
+    "open fridge",
+    "take apple from table",
+    "put apple in fridge",
+    "examine table",
+    "inventory",
+    "look",
     "You see a key on the table. The door is locked. You win! Your score has gone up by one point.",
     "Admissible commands: Goal: find the key and unlock the chest. Observation: nothing happens.",
     "<action>go north</action> <action>take key</action>",
@@ -166,12 +176,17 @@ def builtin_tokenizer(vocab_size: int = 400):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
         unk_token="<|endoftext|>",
     )
     tok.chat_template = CHATML_TEMPLATE
@@ -187,8 +202,14 @@ def default_tokenizer_or_builtin():
 
 
 def tiny_model(
-    tokenizer=None, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int | None = None,
-    intermediate: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float32,
+    tokenizer=None,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ):
     """A small randomly initialised Llama-architecture model, built in-process: (model, tokenizer).
 
@@ -197,10 +218,17 @@ def tiny_model(
     """
     tok = _finish_tokenizer(tokenizer) if tokenizer is not None else default_tokenizer_or_builtin()
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads or heads, intermediate_size=intermediate or 4 * hidden,
-        max_position_embeddings=8192, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        intermediate_size=intermediate or 4 * hidden,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     g = torch.random.fork_rng(devices=[])
     with g:

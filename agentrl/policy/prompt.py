@@ -82,9 +82,9 @@ class ChatFormat:
         self.system_role = self._supports_system()
         base = self._render("S", [("user", "X")])
         full = self._render("S", [("user", "X"), ("assistant", _SENTINEL), ("user", "Y")])
-        if not (full.startswith(base) and full[len(base):].startswith(_SENTINEL)):
+        if not (full.startswith(base) and full[len(base) :].startswith(_SENTINEL)):
             raise UserError("this model's chat template does not render a conversation turn by turn (unsupported)")
-        first = self.encode(full[len(base) + len(_SENTINEL):])
+        first = self.encode(full[len(base) + len(_SENTINEL) :])
         specials = set(tokenizer.all_special_ids)
         # the end-of-turn token: the template's first token after an assistant reply, if special
         self.eot_id: int = first[0] if first and first[0] in specials else tokenizer.eos_token_id
@@ -94,7 +94,8 @@ class ChatFormat:
         try:
             self.tok.apply_chat_template(
                 [{"role": "system", "content": "S"}, {"role": "user", "content": "X"}],
-                tokenize=False, add_generation_prompt=True,
+                tokenize=False,
+                add_generation_prompt=True,
             )
             return True
         except Exception:  # templates that refuse a system role (raise inside jinja)
@@ -127,7 +128,7 @@ class ChatFormat:
     def _suffix(self, user: str) -> list[int]:
         base = self._render("S", [("user", "X")])
         full = self._render("S", [("user", "X"), ("assistant", _SENTINEL), ("user", user)])
-        return self.encode(full[len(base) + len(_SENTINEL):])
+        return self.encode(full[len(base) + len(_SENTINEL) :])
 
     def piece(self, action_ids: list[int], next_user: str) -> list[int]:
         """An assistant reply followed by the next user message and generation prompt."""
@@ -179,7 +180,7 @@ def build_prompt(
     user = user_message(observation, admissible)
     truncated = False
     for _ in range(8):  # observation-cutting rounds (normally 0 or 1)
-        nexts = [t.user for t in turns[start + 1:]] + [user]
+        nexts = [t.user for t in turns[start + 1 :]] + [user]
         pieces = [fmt.piece(t.action_ids, nu) for t, nu in zip(turns[start:], nexts)]
         tails = [0] * (len(pieces) + 1)  # tails[k] = tokens of pieces[k:]
         for k in range(len(pieces) - 1, -1, -1):

@@ -68,8 +68,10 @@ class IGPOProvider:
             return text
         plan = rec.info.get("walkthrough")
         if not plan:
-            raise UserError(f"igpo: task {rec.task_id} has no walkthrough (expert plan); "
-                            "set credit.truth: goal to use the goal text instead")
+            raise UserError(
+                f"igpo: task {rec.task_id} has no walkthrough (expert plan); "
+                "set credit.truth: goal to use the goal text instead"
+            )
         return ", ".join(plan) if isinstance(plan, (list, tuple)) else str(plan)
 
     def final_context(self, rec: EpisodeRecord) -> list[int]:
@@ -80,15 +82,18 @@ class IGPOProvider:
         turns = [Turn(user_message(s.observation, s.admissible), list(s.action_ids or [])) for s in rec.steps]
         system = system_message(ro.system_prompt or default_system_prompt(ro.action_mode, ro.action_parser), rec.goal)
         try:
-            return build_prompt(self.fmt, system, turns, rec.final_observation, None, ro.history,
-                                ro.max_prompt_tokens).ids
+            return build_prompt(
+                self.fmt, system, turns, rec.final_observation, None, ro.history, ro.max_prompt_tokens
+            ).ids
         except UserError:  # cannot fit: the last prompt, its action and the next turn's opening
-            return list(last.prompt_ids) + self.fmt.piece(list(last.action_ids or []),
-                                                          user_message(rec.final_observation, None))
+            return list(last.prompt_ids) + self.fmt.piece(
+                list(last.action_ids or []), user_message(rec.final_observation, None)
+            )
 
     @torch.no_grad()
-    def answer_probs(self, contexts: list[list[int]], truths: list[list[int]],
-                     groups: list | None = None) -> list[float]:
+    def answer_probs(
+        self, contexts: list[list[int]], truths: list[list[int]], groups: list | None = None
+    ) -> list[float]:
         """exp(mean log p(truth tokens | context + bridge)) per pair; identical pairs are computed once
         (so equal contexts give bit-identical p, and an unchanged context gives IG exactly 0).
 
@@ -111,19 +116,29 @@ class IGPOProvider:
             if rows:
                 lp.update(self._packed_logprobs(rows, pairs))
             if rest:
-                samples = [StepSample(episode=i, t=0, prompt_ids=list(pairs[i][0]) + self.bridge_ids,
-                                      action_ids=list(pairs[i][1]), old_logprobs=[0.0] * len(pairs[i][1]),
-                                      advantage=0.0) for i in rest]
-                per_pair = sample_logprobs(self.model, samples, r.rollout.temperature, "per_step",
-                                           r.learner.micro_batch_tokens)
+                samples = [
+                    StepSample(
+                        episode=i,
+                        t=0,
+                        prompt_ids=list(pairs[i][0]) + self.bridge_ids,
+                        action_ids=list(pairs[i][1]),
+                        old_logprobs=[0.0] * len(pairs[i][1]),
+                        advantage=0.0,
+                    )
+                    for i in rest
+                ]
+                per_pair = sample_logprobs(
+                    self.model, samples, r.rollout.temperature, "per_step", r.learner.micro_batch_tokens
+                )
                 lp.update(zip(rest, per_pair))
         self.last_split = (len(pairs) - len(rest), len(rest))
         p = [math.exp(math.fsum(lp[i]) / len(lp[i])) for i in range(len(pairs))]
         return [p[k] for k in keys]
 
     @staticmethod
-    def _pack_plan(pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], groups: list
-                   ) -> tuple[list[tuple[list[int], list[tuple[int, int]]]], list[int]]:
+    def _pack_plan(
+        pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], groups: list
+    ) -> tuple[list[tuple[list[int], list[tuple[int, int]]]], list[int]]:
         """Per group: (its longest context, [(pair index, context length)] of the pairs whose context is a
         prefix of it); and the indices of the pairs left over (not a prefix, e.g. a history window
         that dropped turns)."""
@@ -152,8 +167,9 @@ class IGPOProvider:
         body, _ = body_and_head(self.model)
         return getattr(body.config, "_attn_implementation", None) in ("sdpa", "eager")
 
-    def _packed_logprobs(self, rows: list[tuple[list[int], list[tuple[int, int]]]],
-                         pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> dict[int, list[float]]:
+    def _packed_logprobs(
+        self, rows: list[tuple[list[int], list[tuple[int, int]]]], pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    ) -> dict[int, list[float]]:
         """Truth-token log-probs of packed pairs: one sequence per row.
 
         A row is its longest context C followed by one branch `bridge + truth` per pair whose context
@@ -191,15 +207,20 @@ class IGPOProvider:
                 ids[b, :n], pos[b, :n], seg[b, :n], ctx[b, :n] = (torch.tensor(x) for x in (i_, p_, s_, c_))
             k = torch.arange(width)
             allowed = (k[None, None, :] < ctx[:, :, None]) | (
-                (seg[:, :, None] == seg[:, None, :]) & (k[None, None, :] <= k[None, :, None]))
+                (seg[:, :, None] == seg[:, None, :]) & (k[None, None, :] <= k[None, :, None])
+            )
             mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, float("-inf"))
             flat = [(b, i, at, tok) for b, q in enumerate(batch) for i, at, tok in q[4]]
             rows_t = torch.tensor([f[0] for f in flat])
             at_t = torch.tensor([f[2] for f in flat])
             tok_t = torch.tensor([f[3] for f in flat], device=device)
             with autocast_for(device):
-                hidden = body(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
-                              position_ids=pos.to(device), use_cache=False).last_hidden_state
+                hidden = body(
+                    input_ids=ids.to(device),
+                    attention_mask=mask[:, None].to(device),
+                    position_ids=pos.to(device),
+                    use_cache=False,
+                ).last_hidden_state
                 logits = head(hidden[rows_t.to(device), at_t.to(device)]).float() / self.recipe.rollout.temperature
             logp = torch.log_softmax(logits, dim=-1).gather(1, tok_t[:, None]).squeeze(1).tolist()
             for (_, i, _, _), v in zip(flat, logp):
@@ -235,9 +256,11 @@ class IGPOProvider:
         for seq in by_ep.values():  # IG_t = 0 exactly when p_{t+1} == p_t
             zero += sum(a == b for a, b in zip(seq, seq[1:]))
             n += len(seq) - 1
-        return {"answer_prob": sum(steps_p) / len(steps_p) if steps_p else 0.0,
-                "final_answer_prob": sum(finals) / len(finals) if finals else 0.0,
-                "zero_ig_frac": zero / n if n else 0.0}
+        return {
+            "answer_prob": sum(steps_p) / len(steps_p) if steps_p else 0.0,
+            "final_answer_prob": sum(finals) / len(finals) if finals else 0.0,
+            "zero_ig_frac": zero / n if n else 0.0,
+        }
 
     def update(self, recs: list[EpisodeRecord]) -> dict:
         return {}

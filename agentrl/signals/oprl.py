@@ -69,7 +69,7 @@ def prm_loss_torch(
     if not won:
         return q.sum() * 0.0
     w = torch.tensor(won, device=q.device)
-    l = torch.tensor(lost, device=q.device)
+    l = torch.tensor(lost, device=q.device)  # noqa: E741
     return -F.logsigmoid(q[w] - q[l]).mean()
 
 
@@ -106,8 +106,9 @@ class OPRLProvider:
             samples, where = self._samples(recs)
         r = self.recipe
         with use_adapter(self.model, PRM), eval_mode(self.model):
-            lp = sample_logprobs(self.model, samples, r.rollout.temperature, r.learner.layout,
-                                 r.learner.micro_batch_tokens)
+            lp = sample_logprobs(
+                self.model, samples, r.rollout.temperature, r.learner.layout, r.learner.micro_batch_tokens
+            )
         out = [[0.0] * len(rec.steps) for rec in recs]
         for s, v, (e, t) in zip(samples, lp, where):
             out[e][t] = math.fsum(v) - math.fsum(s.old_logprobs)

@@ -172,8 +172,9 @@ def last_action_hidden(model, samples: list[StepSample], layout: str, micro_batc
             mb = mb.to(device)
             full = bool(mb.attention_mask.all())
             with autocast_for(device):
-                h = body(input_ids=mb.input_ids, attention_mask=None if full else mb.attention_mask,
-                         use_cache=False).last_hidden_state
+                h = body(
+                    input_ids=mb.input_ids, attention_mask=None if full else mb.attention_mask, use_cache=False
+                ).last_hidden_state
             sel = mb.token_index == torch.tensor(last_tok, device=device)[mb.sample_index]
             # the state AT the last action token sits one past the position that predicts it
             hs = h[mb.batch_index[sel], mb.positions[sel] + 1].float().cpu()
@@ -219,7 +220,7 @@ class SPAProvider:
         self.estimator.eval()
         progress = estimate_progress(self.estimator, feats)
         sq, n, total = 0.0, 0, 0.0
-        for rec, f, c in zip(recs, feats, progress):
+        for rec, _f, c in zip(recs, feats, progress):
             it = iter(c)
             for s in rec.steps:
                 has = bool(s.action_ids and s.prompt_ids)
@@ -228,8 +229,7 @@ class SPAProvider:
             total += sum(abs(x) for x in c)
             n += len(c)
         self._pending = (batch_key(recs), recs, feats)
-        return {"estimator_batch_loss": sq / len(recs) if recs else 0.0,
-                "progress_abs": total / n if n else 0.0}
+        return {"estimator_batch_loss": sq / len(recs) if recs else 0.0, "progress_abs": total / n if n else 0.0}
 
     def update(self, recs: list[EpisodeRecord]) -> dict:
         if self._pending is not None and self._pending[0] == batch_key(recs):

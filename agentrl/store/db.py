@@ -15,10 +15,10 @@ import os
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import create_engine, delete, event, insert, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -28,7 +28,15 @@ import agentrl
 from agentrl.errors import UserError, WorkError
 from agentrl.store.codec import encode_floats, encode_ids
 from agentrl.store.models import (
-    SCHEMA_VERSION, AdvantageRow, Base, CheckpointRow, EpisodeRow, Iteration, Meta, Run, StepRow,
+    SCHEMA_VERSION,
+    AdvantageRow,
+    Base,
+    CheckpointRow,
+    EpisodeRow,
+    Iteration,
+    Meta,
+    Run,
+    StepRow,
 )
 from agentrl.store.records import EpisodeRecord
 
@@ -44,7 +52,9 @@ def _version_string() -> str:
         root = Path(agentrl.__file__).resolve().parent.parent
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except Exception:
         commit = ""
@@ -107,8 +117,7 @@ class Store:
                 mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
                 if mode != "wal" and not self.readonly:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                names = {r[0] for r in conn.exec_driver_sql(
-                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "meta" in names:
                     row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                     version = int(row[0]) if row else None
@@ -117,12 +126,15 @@ class Store:
                     if version > SCHEMA_VERSION:
                         raise UserError(
                             f"{self.path}: database schema v{version} is newer than this agentrl "
-                            f"(v{SCHEMA_VERSION}); upgrade agentrl to read it")
+                            f"(v{SCHEMA_VERSION}); upgrade agentrl to read it"
+                        )
                     if version < SCHEMA_VERSION:
                         raise UserError(f"{self.path}: database schema v{version} is older than v{SCHEMA_VERSION}")
                     return
                 if names - {"meta"}:
-                    raise UserError(f"{self.path}: not an agentrl database (unknown tables: {', '.join(sorted(names))})")
+                    raise UserError(
+                        f"{self.path}: not an agentrl database (unknown tables: {', '.join(sorted(names))})"
+                    )
             if not create:
                 raise UserError(f"{self.path}: empty database")
             Base.metadata.create_all(self.engine)
@@ -137,11 +149,15 @@ class Store:
             if "not a database" in msg or "malformed" in msg:
                 raise UserError(f"{self.path}: not an SQLite database ({msg})") from None
             if self.readonly and "unable to open" in msg:
-                raise UserError(f"{self.path}: cannot open the database for reading ({msg}); "
-                                f"check permissions of the file and its directory") from None
+                raise UserError(
+                    f"{self.path}: cannot open the database for reading ({msg}); "
+                    f"check permissions of the file and its directory"
+                ) from None
             if "readonly" in msg or "unable to open" in msg or "read-only" in msg:
-                raise UserError(f"{self.path}: cannot open the database for writing ({msg}); "
-                                f"check permissions of the file and its directory") from None
+                raise UserError(
+                    f"{self.path}: cannot open the database for writing ({msg}); "
+                    f"check permissions of the file and its directory"
+                ) from None
             raise UserError(f"{self.path}: cannot open database ({msg})") from None
 
     @contextmanager
@@ -165,8 +181,16 @@ class Store:
     # -- runs ----------------------------------------------------------------------------
     def create_run(self, name: str, recipe_yaml: str, kind: str, parent_run_id: int | None = None) -> int:
         with self.session() as s:
-            run = Run(name=name, kind=kind, recipe=recipe_yaml, status="running", version=_version_string(),
-                      pid=os.getpid(), host=socket.gethostname(), parent_run_id=parent_run_id)
+            run = Run(
+                name=name,
+                kind=kind,
+                recipe=recipe_yaml,
+                status="running",
+                version=_version_string(),
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                parent_run_id=parent_run_id,
+            )
             s.add(run)
             s.flush()
             return run.id
@@ -188,21 +212,57 @@ class Store:
         """
         with self.session() as s:
             conn = s.connection()
-            eid = conn.execute(insert(EpisodeRow).returning(EpisodeRow.id), dict(
-                run_id=run_id, iteration=rec.iteration, split=rec.split, task_id=rec.task_id,
-                group_id=rec.group_id, env=rec.env, seed=rec.seed, policy=rec.policy, status=rec.status,
-                won=rec.won, length=len(rec.steps), error=rec.error, final_observation=rec.final_observation,
-                goal=rec.goal, info=rec.info, wall_s=rec.wall_s, **{"return": rec.ret},  # column "return"
-            )).scalar_one()
+            eid = conn.execute(
+                insert(EpisodeRow).returning(EpisodeRow.id),
+                dict(
+                    run_id=run_id,
+                    iteration=rec.iteration,
+                    split=rec.split,
+                    task_id=rec.task_id,
+                    group_id=rec.group_id,
+                    env=rec.env,
+                    seed=rec.seed,
+                    policy=rec.policy,
+                    status=rec.status,
+                    won=rec.won,
+                    length=len(rec.steps),
+                    error=rec.error,
+                    final_observation=rec.final_observation,
+                    goal=rec.goal,
+                    info=rec.info,
+                    wall_s=rec.wall_s,
+                    **{"return": rec.ret},  # column "return"
+                ),
+            ).scalar_one()
             step_ids: list[int] = []
             if rec.steps:
-                step_ids = conn.execute(insert(StepRow).returning(StepRow.id, sort_by_parameter_order=True), [
-                    dict(episode_id=eid, t=st.t, observation=st.observation, admissible=st.admissible,
-                         prompt_ids=encode_ids(st.prompt_ids), action=st.action, raw=st.raw,
-                         action_ids=encode_ids(st.action_ids), logprobs=encode_floats(st.logprobs),
-                         reward=st.reward, terminated=st.terminated, truncated=st.truncated, valid=st.valid,
-                         anchor=st.anchor, info=st.info)
-                    for st in rec.steps]).scalars().all()
+                step_ids = (
+                    conn.execute(
+                        insert(StepRow).returning(StepRow.id, sort_by_parameter_order=True),
+                        [
+                            dict(
+                                episode_id=eid,
+                                t=st.t,
+                                observation=st.observation,
+                                admissible=st.admissible,
+                                prompt_ids=encode_ids(st.prompt_ids),
+                                action=st.action,
+                                raw=st.raw,
+                                action_ids=encode_ids(st.action_ids),
+                                logprobs=encode_floats(st.logprobs),
+                                reward=st.reward,
+                                terminated=st.terminated,
+                                truncated=st.truncated,
+                                valid=st.valid,
+                                anchor=st.anchor,
+                                info=st.info,
+                            )
+                            for st in rec.steps
+                        ],
+                    )
+                    .scalars()
+                    .all()
+                )
         rec.id = eid
         for st, sid in zip(rec.steps, step_ids):
             st.id = sid
@@ -213,8 +273,11 @@ class Store:
         with self.session() as s:
             ids = [r[0] for r in rows]
             for i in range(0, len(ids), 500):
-                s.execute(delete(AdvantageRow).where(AdvantageRow.method == method,
-                                                     AdvantageRow.step_id.in_(ids[i:i + 500])))
+                s.execute(
+                    delete(AdvantageRow).where(
+                        AdvantageRow.method == method, AdvantageRow.step_id.in_(ids[i : i + 500])
+                    )
+                )
             s.add_all(AdvantageRow(step_id=sid, method=method, value=float(v), signals=sig) for sid, v, sig in rows)
 
     def add_iteration(self, run_id: int, index: int, metrics: dict, wall: dict) -> None:

@@ -20,7 +20,8 @@ log-ratio, IGPO answer probability). Token ids and log-probs are plain lists.
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import yaml
 from sqlalchemy import select
@@ -38,21 +39,30 @@ def run_header(store: Store, run: Run) -> dict[str, Any]:
     except yaml.YAMLError:
         recipe = None
     return {
-        "type": "run", "schema": SCHEMA, "id": run.id, "name": run.name, "kind": run.kind,
+        "type": "run",
+        "schema": SCHEMA,
+        "id": run.id,
+        "name": run.name,
+        "kind": run.kind,
         "status": display_status(run),
         "created_at": run.created_at.isoformat() if run.created_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "version": run.version, "parent_run_id": run.parent_run_id,
-        "recipe": recipe, "recipe_yaml": run.recipe,
-        "iterations": iterations(store, run.id), "checkpoints": checkpoints(store, run.id),
+        "version": run.version,
+        "parent_run_id": run.parent_run_id,
+        "recipe": recipe,
+        "recipe_yaml": run.recipe,
+        "iterations": iterations(store, run.id),
+        "checkpoints": checkpoints(store, run.id),
     }
 
 
 def _run_advantages(store: Store, run_id: int) -> dict[int, list[AdvantageRow]]:
     with store.session() as s:
         rows = s.scalars(
-            select(AdvantageRow).join(StepRow, StepRow.id == AdvantageRow.step_id)
-            .join(EpisodeRow, EpisodeRow.id == StepRow.episode_id).where(EpisodeRow.run_id == run_id)
+            select(AdvantageRow)
+            .join(StepRow, StepRow.id == AdvantageRow.step_id)
+            .join(EpisodeRow, EpisodeRow.id == StepRow.episode_id)
+            .where(EpisodeRow.run_id == run_id)
         ).all()
         out: dict[int, list[AdvantageRow]] = {}
         for r in rows:
@@ -67,22 +77,49 @@ def episode_dicts(store: Store, run_id: int) -> Iterator[dict[str, Any]]:
         steps = []
         for st in ep.steps:
             rows = advs.get(st.id, [])
-            steps.append({
-                "t": st.t, "observation": st.observation, "admissible": st.admissible,
-                "prompt_ids": st.prompt_ids, "raw": st.raw, "action": st.action, "action_ids": st.action_ids,
-                "logprobs": st.logprobs, "reward": st.reward, "terminated": st.terminated,
-                "truncated": st.truncated, "valid": st.valid, "anchor": st.anchor, "info": st.info,
-                "advantages": {r.method: r.value for r in rows},
-                "signals": {r.method: r.signals for r in rows if r.signals},
-            })
+            steps.append(
+                {
+                    "t": st.t,
+                    "observation": st.observation,
+                    "admissible": st.admissible,
+                    "prompt_ids": st.prompt_ids,
+                    "raw": st.raw,
+                    "action": st.action,
+                    "action_ids": st.action_ids,
+                    "logprobs": st.logprobs,
+                    "reward": st.reward,
+                    "terminated": st.terminated,
+                    "truncated": st.truncated,
+                    "valid": st.valid,
+                    "anchor": st.anchor,
+                    "info": st.info,
+                    "advantages": {r.method: r.value for r in rows},
+                    "signals": {r.method: r.signals for r in rows if r.signals},
+                }
+            )
         info = dict(ep.info)
         info.pop("run_id", None)
         info.pop("length", None)
         yield {
-            "type": "episode", "id": ep.id, "run_id": run_id, "iteration": ep.iteration, "split": ep.split,
-            "task_id": ep.task_id, "group_id": ep.group_id, "env": ep.env, "seed": ep.seed, "policy": ep.policy,
-            "status": ep.status, "won": ep.won, "return": ep.ret, "length": len(ep.steps), "goal": ep.goal,
-            "final_observation": ep.final_observation, "error": ep.error, "wall_s": ep.wall_s, "info": info,
+            "type": "episode",
+            "id": ep.id,
+            "run_id": run_id,
+            "iteration": ep.iteration,
+            "split": ep.split,
+            "task_id": ep.task_id,
+            "group_id": ep.group_id,
+            "env": ep.env,
+            "seed": ep.seed,
+            "policy": ep.policy,
+            "status": ep.status,
+            "won": ep.won,
+            "return": ep.ret,
+            "length": len(ep.steps),
+            "goal": ep.goal,
+            "final_observation": ep.final_observation,
+            "error": ep.error,
+            "wall_s": ep.wall_s,
+            "info": info,
             "steps": steps,
         }
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -77,8 +86,9 @@ class EpisodeRow(Base):
     info: Mapped[dict] = mapped_column(JSON, default=dict)  # e.g. walkthrough, signals
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
-    steps: Mapped[list["StepRow"]] = relationship(
-        back_populates="episode", order_by="StepRow.t", cascade="all, delete-orphan")
+    steps: Mapped[list[StepRow]] = relationship(
+        back_populates="episode", order_by="StepRow.t", cascade="all, delete-orphan"
+    )
     __table_args__ = (Index("ix_episodes_run_iter", "run_id", "iteration", "split"),)
 
 

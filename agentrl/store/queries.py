@@ -45,15 +45,25 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         stats = {
             r[0]: r[1:]
             for r in s.execute(
-                select(EpisodeRow.run_id, func.count(EpisodeRow.id),
-                       func.sum(cast(EpisodeRow.won, Integer)), func.max(EpisodeRow.iteration))
-                .group_by(EpisodeRow.run_id))
+                select(
+                    EpisodeRow.run_id,
+                    func.count(EpisodeRow.id),
+                    func.sum(cast(EpisodeRow.won, Integer)),
+                    func.max(EpisodeRow.iteration),
+                ).group_by(EpisodeRow.run_id)
+            )
         }
         evals: dict[int, dict[int, tuple[int, int]]] = {}  # run -> iteration -> (episodes, won)
         for run_id, it, n, won in s.execute(
-                select(EpisodeRow.run_id, EpisodeRow.iteration, func.count(EpisodeRow.id),
-                       func.sum(cast(EpisodeRow.won, Integer)))
-                .where(EpisodeRow.split == "eval").group_by(EpisodeRow.run_id, EpisodeRow.iteration)):
+            select(
+                EpisodeRow.run_id,
+                EpisodeRow.iteration,
+                func.count(EpisodeRow.id),
+                func.sum(cast(EpisodeRow.won, Integer)),
+            )
+            .where(EpisodeRow.split == "eval")
+            .group_by(EpisodeRow.run_id, EpisodeRow.iteration)
+        ):
             evals.setdefault(run_id, {})[it] = (n, won or 0)
     out = []
     for r in runs:
@@ -62,13 +72,21 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         before = ev.get(0) if r.kind == "train" else None
         final_it = max((i for i in ev if r.kind != "train" or i > 0), default=None)
         en, ewon = ev[final_it] if final_it is not None else (0, 0)
-        out.append({
-            "id": r.id, "name": r.name, "kind": r.kind, "status": display_status(r),
-            "created_at": r.created_at.strftime("%Y-%m-%d %H:%M:%S"), "episodes": n or 0,
-            "eval_episodes": en, "eval_success": ewon / en if en else None, "eval_iteration": final_it,
-            "eval_before": before[1] / before[0] if before else None,
-            "last_iteration": last_it,
-        })
+        out.append(
+            {
+                "id": r.id,
+                "name": r.name,
+                "kind": r.kind,
+                "status": display_status(r),
+                "created_at": r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "episodes": n or 0,
+                "eval_episodes": en,
+                "eval_success": ewon / en if en else None,
+                "eval_iteration": final_it,
+                "eval_before": before[1] / before[0] if before else None,
+                "last_iteration": last_it,
+            }
+        )
     return out
 
 
@@ -97,8 +115,10 @@ def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
         raise UserError(f"no run '{ref}' in {store.path} (see `agentrl runs`)")
     cands = [r for r in named if kind is None or r.kind == kind]
     if not cands:
-        raise UserError(f"run '{ref}' is not a {kind} run (ids {', '.join(str(r.id) for r in named)} are "
-                        f"{', '.join(sorted({r.kind for r in named}))} runs)")
+        raise UserError(
+            f"run '{ref}' is not a {kind} run (ids {', '.join(str(r.id) for r in named)} are "
+            f"{', '.join(sorted({r.kind for r in named}))} runs)"
+        )
     if len(cands) > 1:
         listed = "; ".join(f"{r.id} ({r.kind}, {display_status(r)}, {r.created_at:%Y-%m-%d %H:%M})" for r in cands)
         raise UserError(f"several {kind + ' ' if kind else ''}runs are named '{ref}': {listed}; give the id")
@@ -107,19 +127,41 @@ def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
 
 def _step_record(row: StepRow) -> StepRecord:
     return StepRecord(
-        t=row.t, observation=row.observation, action=row.action, reward=row.reward,
-        terminated=row.terminated, truncated=row.truncated, valid=row.valid, anchor=row.anchor,
-        admissible=row.admissible, raw=row.raw, prompt_ids=decode_ids(row.prompt_ids),
-        action_ids=decode_ids(row.action_ids), logprobs=decode_floats(row.logprobs), info=row.info or {},
+        t=row.t,
+        observation=row.observation,
+        action=row.action,
+        reward=row.reward,
+        terminated=row.terminated,
+        truncated=row.truncated,
+        valid=row.valid,
+        anchor=row.anchor,
+        admissible=row.admissible,
+        raw=row.raw,
+        prompt_ids=decode_ids(row.prompt_ids),
+        action_ids=decode_ids(row.action_ids),
+        logprobs=decode_floats(row.logprobs),
+        info=row.info or {},
         id=row.id,
     )
 
 
 def _episode_record(row: EpisodeRow, with_steps: bool) -> EpisodeRecord:
     rec = EpisodeRecord(
-        task_id=row.task_id, group_id=row.group_id, env=row.env, split=row.split, iteration=row.iteration,
-        seed=row.seed, policy=row.policy, status=row.status, won=row.won, ret=row.ret, goal=row.goal,
-        final_observation=row.final_observation, error=row.error, info=row.info or {}, wall_s=row.wall_s,
+        task_id=row.task_id,
+        group_id=row.group_id,
+        env=row.env,
+        split=row.split,
+        iteration=row.iteration,
+        seed=row.seed,
+        policy=row.policy,
+        status=row.status,
+        won=row.won,
+        ret=row.ret,
+        goal=row.goal,
+        final_observation=row.final_observation,
+        error=row.error,
+        info=row.info or {},
+        wall_s=row.wall_s,
         id=row.id,
     )
     if with_steps:
@@ -141,8 +183,14 @@ def get_episode(store: Store, episode_id: int | str) -> EpisodeRecord:
         return _episode_record(row, with_steps=True)
 
 
-def episodes(store: Store, run_id: int, iteration: int | None = None, split: str | None = None,
-             failed: bool = False, with_steps: bool = False) -> list[EpisodeRecord]:
+def episodes(
+    store: Store,
+    run_id: int,
+    iteration: int | None = None,
+    split: str | None = None,
+    failed: bool = False,
+    with_steps: bool = False,
+) -> list[EpisodeRecord]:
     q = select(EpisodeRow).where(EpisodeRow.run_id == run_id)
     if iteration is not None:
         q = q.where(EpisodeRow.iteration == iteration)
@@ -162,25 +210,40 @@ def iterations(store: Store, run_id: int) -> list[dict[str, Any]]:
 
 def checkpoints(store: Store, run_id: int) -> list[dict[str, Any]]:
     with store.session() as s:
-        rows = s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id)
-                         .order_by(CheckpointRow.iteration)).all()
+        rows = s.scalars(
+            select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.iteration)
+        ).all()
         return [{"iteration": r.iteration, "path": store.resolve_path(r.path), "metrics": r.metrics} for r in rows]
 
 
 def advantages_for_episode(store: Store, episode_id: int) -> dict[int, list[dict[str, Any]]]:
     """step id -> [{method, value, signals}] for the steps of one episode."""
     with store.session() as s:
-        rows = s.execute(
-            select(AdvantageRow).join(StepRow, StepRow.id == AdvantageRow.step_id)
-            .where(StepRow.episode_id == episode_id)).scalars().all()
+        rows = (
+            s.execute(
+                select(AdvantageRow)
+                .join(StepRow, StepRow.id == AdvantageRow.step_id)
+                .where(StepRow.episode_id == episode_id)
+            )
+            .scalars()
+            .all()
+        )
         out: dict[int, list[dict[str, Any]]] = {}
         for r in rows:
             out.setdefault(r.step_id, []).append({"method": r.method, "value": r.value, "signals": r.signals})
         return out
 
 
-CREDIT_METRICS = ("estimator_loss", "prm_loss", "prm_pairs", "logratio_abs", "progress_abs", "answer_prob",
-                  "final_answer_prob", "zero_ig_frac")
+CREDIT_METRICS = (
+    "estimator_loss",
+    "prm_loss",
+    "prm_pairs",
+    "logratio_abs",
+    "progress_abs",
+    "answer_prob",
+    "final_answer_prob",
+    "zero_ig_frac",
+)
 
 
 def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
@@ -192,7 +255,8 @@ def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
             select(EpisodeRow.iteration, EpisodeRow.group_id, StepRow.anchor, AdvantageRow.method, AdvantageRow.value)
             .join(StepRow, StepRow.episode_id == EpisodeRow.id)
             .join(AdvantageRow, AdvantageRow.step_id == StepRow.id)
-            .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")).all()
+            .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")
+        ).all()
     metrics = {it["index"]: it["metrics"] for it in iterations(store, run_id)}
     by_iter: dict[int, list] = {}
     for r in rows:
@@ -206,10 +270,15 @@ def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
             counts[(r[1], r[2])] = counts.get((r[1], r[2]), 0) + 1
         n = len(vals)
         mean = sum(vals) / n
-        row = {"iteration": it, "method": ",".join(sorted({r[3] for r in rs})), "steps": n,
-               "mean_adv": mean, "mean_abs_adv": sum(abs(v) for v in vals) / n,
-               "std_adv": (sum((v - mean) ** 2 for v in vals) / max(1, n - 1)) ** 0.5,
-               "nonsingleton_anchor_frac": sum(1 for r in rs if counts[(r[1], r[2])] > 1) / n}
+        row = {
+            "iteration": it,
+            "method": ",".join(sorted({r[3] for r in rs})),
+            "steps": n,
+            "mean_adv": mean,
+            "mean_abs_adv": sum(abs(v) for v in vals) / n,
+            "std_adv": (sum((v - mean) ** 2 for v in vals) / max(1, n - 1)) ** 0.5,
+            "nonsingleton_anchor_frac": sum(1 for r in rs if counts[(r[1], r[2])] > 1) / n,
+        }
         row.update({k: metrics.get(it, {}).get(k) for k in CREDIT_METRICS if k in metrics.get(it, {})})
         out.append(row)
     return out

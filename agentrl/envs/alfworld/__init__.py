@@ -21,6 +21,17 @@ from agentrl.envs.alfworld.generate import (
 )
 
 __all__ = [
-    "AlfWorldEnv", "INVALID_FEEDBACK", "TASK_TYPES", "WIN_REWARD", "build_alfworld", "build_tasks", "default_n",
-    "ensure_game", "game_path", "make_task_id", "parse_task_id", "plan_tasks", "split_floorplans",
+    "AlfWorldEnv",
+    "INVALID_FEEDBACK",
+    "TASK_TYPES",
+    "WIN_REWARD",
+    "build_alfworld",
+    "build_tasks",
+    "default_n",
+    "ensure_game",
+    "game_path",
+    "make_task_id",
+    "parse_task_id",
+    "plan_tasks",
+    "split_floorplans",
 ]

@@ -153,7 +153,7 @@ class AlfWorldEnv(TextEnv):
         """Keep `expert_plan` the steps still to do after a valid command (module docstring)."""
         prev_at = self._at
         if cmd.startswith("go to "):
-            self._at = cmd[len("go to "):]
+            self._at = cmd[len("go to ") :]
         if self._plan and cmd == self._plan[0]:
             self._plan.pop(0)
         elif cmd.startswith(_OBSERVE):

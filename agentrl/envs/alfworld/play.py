@@ -38,14 +38,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from agentrl.envs.alfworld.tasks import cache_root
+
 _SAS_MEMO: OrderedDict[tuple[str, bool], Any] = OrderedDict()
 SAS_MEMO_SIZE = 4  # translations kept per process
 _MODE = {"plannable": True}  # set by FastPddlEnv around textworld's load/reset
 
 
 def _imports():
-    from agentrl.envs.alfworld.generate import cache_root
-
     os.environ.setdefault("ALFWORLD_DATA", str(cache_root() / "alfworld-data"))
     import fast_downward
     import textworld
@@ -156,7 +156,9 @@ def _fast_env_class():
             derive = grammar.derive
             memo: dict[tuple, str] = {}
 
-            def cached_derive(rule, context={}):
+            def cached_derive(rule, context=None):
+                if context is None:
+                    context = {}
                 if rule not in templates:  # feedback and intro texts depend on the state
                     return derive(rule, context)
                 # Only the placeholders the template names can change its text (a move's
