@@ -35,6 +35,14 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    try:  # the GGUF loader draws a bare tqdm bar of its own ("Converting and de-quantizing GGUF tensors")
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
+    except (ImportError, AttributeError):  # pragma: no cover - other transformers layouts
+        pass
     try:
         from huggingface_hub.utils import disable_progress_bars
 

@@ -3,7 +3,9 @@ shows it."""
 
 import os
 import subprocess
+import sys
 
+import pytest
 import yaml
 from conftest import AGENTRL
 
@@ -45,3 +47,15 @@ def test_no_library_noise(tmp_path, tiny_model_dir):
         assert noise not in err, (noise, err)
     shown = _run(tmp_path, tiny_model_dir, debug=True)
     assert "Loading weights" in shown
+
+
+@pytest.mark.slow
+def test_default_gguf_loads_without_progress_bars():
+    """Defect 16: the GGUF "Converting and de-quantizing" bar on every load of the default model."""
+    code = (
+        "from agentrl.config import ModelConfig; from agentrl.policy.model import load_model; load_model(ModelConfig())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AGENTRL_DEBUG"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "de-quantizing" not in p.stderr and "Loading weights" not in p.stderr, p.stderr[-2000:]
