@@ -91,3 +91,14 @@ def tiny_model_dir(tmp_path_factory):
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+def one_line_error(code, err, needle="", expected_code=2):
+    """An input error: exit `expected_code`, exactly one line starting `error:`, no traceback."""
+    assert code == expected_code, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import one_line_error as _one_line_error
 from conftest import run_cli, write_recipe
 
 NO_MODEL = "/no/such/model/dir"  # train must refuse the input before it would try to load this
@@ -29,16 +30,6 @@ def _suite(
         "eval": {"tasks": eval_tasks} if eval_tasks is not None else {"pattern": pattern, "seeds": list(eval_)},
     }
     (d / f"{name}.yaml").write_text(yaml.safe_dump(data))
-
-
-def _one_line_error(code, err, needle="", expected_code=2):
-    assert code == expected_code, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    assert "Traceback" not in err and "unexpected" not in err, err
-    assert needle.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 def _runs(db: Path) -> list[dict]:

@@ -13,20 +13,11 @@ from io import StringIO
 
 import pytest
 from conftest import AGENTRL, ROOT, run_cli
+from conftest import one_line_error as _one_line_error
 
 from agentrl.store import EpisodeRecord, StepRecord, open_store
 
 MARKUP = ["[/bold]", "[red]x[/red]", "[/]", "[/INST]", "[bold]", ":thumbs_up:"]
-
-
-def _one_line_error(code, err, needle="", expected_code=2):
-    assert code == expected_code, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    assert "Traceback" not in err and "unexpected" not in err, err
-    assert needle.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 def _episode(
