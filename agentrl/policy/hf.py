@@ -31,6 +31,7 @@ ignores `max_new_tokens` (a command is finished when its trie path ends).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -101,10 +102,12 @@ def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]):
         return DynamicCache.from_legacy_cache(tuple(layers))
 
 
-def _cache_arg(body) -> str:
-    """The KV-cache keyword of the decoder's forward: `cache` (transformers >= 5.2x; `past_key_values`
-    is deprecated there and removed in 5.40) or `past_key_values` (older releases)."""
-    params = inspect.signature(type(body).forward).parameters
+@functools.cache
+def _cache_arg(body_type: type) -> str:
+    """The KV-cache keyword of the decoder's forward, which is also the name of the cache in its
+    output: `cache` (transformers >= 5.2x; `past_key_values` is deprecated there and removed in
+    5.40) or `past_key_values` (older releases). Looked up once per decoder class."""
+    params = inspect.signature(body_type.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -228,15 +231,16 @@ class HFPolicy:
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         body, head = body_and_head(self.model)
+        arg = _cache_arg(type(body))
         out = body(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            **{_cache_arg(body): cache},
+            **{arg: cache},
             use_cache=True,
         )
         self.stats.forward_passes += 1
-        return head(out.last_hidden_state[:, -1]), getattr(out, "cache", None) or out.past_key_values
+        return head(out.last_hidden_state[:, -1]), getattr(out, arg)
 
     def _generate(self, reqs: list[_Request]) -> None:
         dev, B = self.device, len(reqs)
