@@ -2,13 +2,11 @@
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
-import time
 
 from conftest import AGENTRL, run_cli
-from test_train import _pick_suite, _recipe
+from test_train import _pick_suite, _recipe, kill_during_rollout
 
 COLS = (
     "e.iteration, e.split, e.group_id, json_extract(e.info, '$.sample'), e.won, s.t, s.action, s.action_ids, s.logprobs"
@@ -24,25 +22,6 @@ def _episodes(db):
     its = [json.loads(m) for (m,) in con.execute('SELECT metrics FROM iterations ORDER BY "index"')]
     con.close()
     return rows, its
-
-
-def _kill_during(proc, db, iteration, at_least):
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        try:
-            con = sqlite3.connect(db, timeout=30)
-            n = con.execute(
-                "SELECT count(*) FROM episodes WHERE split='train' AND iteration=?", (iteration,)
-            ).fetchone()[0]
-            con.close()
-            if n >= at_least:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, suites_dir, tiny_model_dir, capsys):
@@ -69,7 +48,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, suites_di
         env=env,
         start_new_session=True,
     )
-    _kill_during(proc, b, 2, 5)
+    kill_during_rollout(proc, b, 2, 5)
     partial = sqlite3.connect(b).execute("SELECT count(*) FROM episodes WHERE iteration=2 AND split='train'")
     assert 5 <= partial.fetchone()[0] < 64
     code, _, err = run_cli(["train", "--resume", "1", "--db", b, "--no-progress"], capsys)

@@ -54,6 +54,26 @@ def _recipe(tmp_path, model_dir, **over):
     return write_recipe(tmp_path / "train.yaml", "pick", policy="llm", **sections)
 
 
+def kill_during_rollout(proc, db, iteration, at_least):
+    """SIGKILL the training process group once `at_least` train episodes of `iteration` are stored."""
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            con = sqlite3.connect(db, timeout=30)
+            n = con.execute(
+                "SELECT count(*) FROM episodes WHERE split='train' AND iteration=?", (iteration,)
+            ).fetchone()[0]
+            con.close()
+            if n >= at_least:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_learns_trivial_env_from_chance(tmp_path, suites_dir, tiny_model_dir, capsys):
     _pick_suite(suites_dir)
     recipe = _recipe(tmp_path, tiny_model_dir)
@@ -97,20 +117,7 @@ def test_sigkill_mid_training_then_resume(tmp_path, suites_dir, tiny_model_dir, 
         start_new_session=True,
     )
     # kill during iteration 2's rollout: after checkpoint 1 and some iteration-2 episodes are stored
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        try:
-            con = sqlite3.connect(db, timeout=30)
-            n = con.execute("SELECT count(*) FROM episodes WHERE split='train' AND iteration=2").fetchone()[0]
-            con.close()
-            if n >= 5:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_during_rollout(proc, db, 2, 5)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     before = con.execute("SELECT count(*) FROM episodes WHERE split='train' AND iteration=2").fetchone()[0]
