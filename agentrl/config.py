@@ -105,9 +105,28 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = $AGENTRL_THREADS if set, else torch's default
+    # dtype of the matmuls (torch.autocast) for the sampler's and the learner's forwards; `dtype` stays the
+    # weights' dtype. auto = bfloat16 on CUDA, float32 elsewhere; bfloat16 on a CPU needs native bf16 (AVX512-BF16/AMX)
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+
+class VLLMConfig(_Section):
+    """`rollout.vllm`: settings of the vllm engine (ignored by hf)."""
+
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"  # auto = bfloat16
+    # how new weights reach the engine after each update: lora = hot-swap the adapter (a new LoRARequest);
+    # merged = merge the adapter into the base weights and reload them in place; auto = merged on CPU, lora on GPU
+    weights: Literal["auto", "lora", "merged"] = "auto"
+    enforce_eager: bool = True  # no torch.compile / graphs: start-up 15-30 s instead of 1-2 min on CPU
+    kv_cache_gib: float = Field(2.0, gt=0)  # CPU: KV-cache space (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # GPU: the share of its memory vLLM may take
+    threads_bind: str = "auto"  # CPU: cores its OpenMP threads bind to (VLLM_CPU_OMP_THREADS_BIND); auto = all
 
 
 class RolloutConfig(_Section):
+    # the generation engine: hf (agentrl's decoding loop on transformers) | vllm (pip install 'agentrl[vllm]')
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm: VLLMConfig = VLLMConfig()
     group_size: int = Field(4, ge=1)
     groups_per_iteration: int = Field(8, ge=1)
     action_mode: Literal["admissible", "free"] = "admissible"
@@ -159,6 +178,12 @@ class LearnerConfig(_Section):
     # that all won or all lost): with kl_coef and entropy_coef at 0 they carry no gradient, only
     # cost a forward/backward and dilute the token mean. Ignored when kl_coef or entropy_coef > 0.
     drop_zero_advantage: bool = True
+    # The PPO ratio's old log-probs: `engine` = those the rollout engine stored; `recompute` = the learner's own
+    # (no grad, before the update), with each token's policy-gradient term weighted by the truncated importance
+    # ratio min(exp(learner_old - engine), tis_cap) (TIS); `auto` = engine for the HF engine running at the
+    # learner's compute dtype, recompute otherwise (`agentrl.learner.update.resolve_old_logprobs`).
+    old_logprobs: Literal["auto", "engine", "recompute"] = "auto"
+    tis_cap: float = Field(2.0, ge=1.0)  # C of the TIS weight min(exp(learner_old - engine), C)
 
 
 class TrainConfig(_Section):

@@ -144,6 +144,9 @@ def run_episodes(
                     policy=policy_name,
                 )
                 rec.info["sample"] = spec.sample
+                version = getattr(policy, "weights_version", None)  # which weights played it (LLM policies)
+                if version is not None:
+                    rec.info["weights_version"] = version
                 ep = _Live(spec, rec, Observation(text=""), start=time.perf_counter())
                 live[slot] = ep
                 if isinstance(obs, EnvFailure):

@@ -26,14 +26,15 @@ from agentrl.config import Recipe, recipe_from_dict, recipe_to_yaml
 from agentrl.credit import Episode as CreditEpisode
 from agentrl.credit import Step as CreditStep
 from agentrl.credit import build_credit
+from agentrl.engines.factory import make_engine
 from agentrl.errors import UserError, WorkError
 from agentrl.evaluate import episode_means
 from agentrl.learner.checkpoint import ModelCard, checkpoint_iteration, load_checkpoint, save_checkpoint
 from agentrl.learner.lora import add_lora
 from agentrl.learner.samples import episode_samples
-from agentrl.learner.update import Learner
-from agentrl.policy.hf import HFPolicy
-from agentrl.policy.model import base_model_reference, load_model
+from agentrl.learner.update import Learner, resolve_old_logprobs
+from agentrl.policy.llm import LLMPolicy
+from agentrl.policy.model import base_model_reference, load_model, resolve_compute_dtype
 from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs
 from agentrl.store import queries as q
 from agentrl.store.db import Store
@@ -127,6 +128,7 @@ class Timings:
     credit: float = 0.0
     update: float = 0.0
     signals_update: float | None = None
+    weights_sync: float | None = None  # new weights to the engine (vllm: a reload or a new LoRA; hf: nothing)
     checkpoint: float | None = None
     eval: float | None = None
     total: float | None = None
@@ -197,10 +199,21 @@ class Trainer:
         check_model_device(recipe)  # before the model is loaded
         model, self.tokenizer = load_model(recipe.model, seed=recipe.seed)
         self.model = add_lora(model, recipe.learner)
-        self.learner = Learner(self.model, recipe.learner, temperature=recipe.rollout.temperature)
-        self.policy = HFPolicy(self.model, self.tokenizer, recipe.rollout, greedy=False, seed=recipe.seed)
-        self.eval_policy = HFPolicy(
-            self.model, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy, seed=recipe.seed
+        device = next(self.model.parameters()).device
+        compute = resolve_compute_dtype(recipe.model, device)
+        # the engine: hf generates with self.model itself; vllm holds its own copy, synced after every update
+        self.engine = make_engine(recipe, self.model, self.tokenizer)
+        same_numerics = self.engine.name == "hf"  # the same model at the same compute dtype as the learner
+        self.learner = Learner(
+            self.model,
+            recipe.learner,
+            temperature=recipe.rollout.temperature,
+            compute_dtype=compute,
+            recompute_old=resolve_old_logprobs(recipe.learner, self.engine.name, same_numerics),
+        )
+        self.policy = LLMPolicy(self.engine, self.tokenizer, recipe.rollout, greedy=False, seed=recipe.seed)
+        self.eval_policy = LLMPolicy(
+            self.engine, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy, seed=recipe.seed
         )
         self.name = f"llm:{recipe.model.path}"
         # the method and its signal provider (SPA estimator, OPRL PRM, IGPO answer probabilities; None for
@@ -270,6 +283,10 @@ class Trainer:
             t0 = time.perf_counter()
             signal_metrics.update(provider.update(recs))
             wall.signals_update = time.perf_counter() - t0
+        if samples:
+            wall.weights_sync = self.sync_weights(it)
+        else:  # no update: the weights the engine has are those after iteration `it` too
+            self.engine.weights_version = it
 
         success, ret, length = episode_means(recs)
         rollout = RolloutMetrics(
@@ -282,6 +299,15 @@ class Trainer:
             stats.dropped_turns,
         )
         return IterationResult(rollout, update, {k: float(v) for k, v in signal_metrics.items()}, wall)
+
+    def sync_weights(self, version: int) -> float:
+        """The engine generates with the learner's current weights from now on, as weights version
+        `version` (the number of updates they have had; stored with every episode). Returns seconds."""
+        load = getattr(self.engine, "load_weights", None)
+        if load is None:  # hf: the engine runs self.model itself
+            self.engine.weights_version = version
+            return 0.0
+        return load(self.model, version)
 
     def model_card(self, metrics: dict) -> ModelCard:
         base, note = base_model_reference(self.recipe.model.path)
@@ -421,6 +447,7 @@ def run_train(
                 cps[-1]["path"], trainer.model, trainer.learner.optimizer, trainer.learner.scheduler
             )
             start = loaded.iteration + 1
+            trainer.sync_weights(loaded.iteration)
             if trainer.credit.provider is not None:
                 trainer.credit.provider.load_state_dict(loaded.extra_state_dicts)
             console.print(f"resuming run {run.id} after checkpoint {loaded.iteration}")

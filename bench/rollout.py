@@ -1,182 +1,167 @@
-"""Rollout-generation benchmark for the HF policy, side by side in one run.
+"""Rollout engines side by side in one run, on the quickstart's own rollouts.
 
-    python bench/rollout.py                      # default model, 16 episodes x 2 turns (~4 min on 2 cores)
-    python bench/rollout.py --episodes 8 --turns 2 --max-new-tokens 16   # quicker
-    python bench/rollout.py --tiny               # random tiny model (smoke test, seconds)
+    python bench/rollout.py                        # hf fp32, hf bf16, vllm (where installed): ~6 min on 2 cores
+    python bench/rollout.py --engines hf-fp32 vllm --iterations 1 2
 
-(a) batched (all live episodes per forward pass) vs one episode at a time, free text;
-(b) HFPolicy vs a bare `model.generate` on the same first-turn prompts (greedy, so both
-    do identical work; also checks they produce the same tokens);
-(c) KV-cache reuse across turns on vs off (admissible mode, history = all turns).
+The same tasks, env seeds and per-episode sampling streams for every engine: the train episodes of
+the quickstart's iteration(s) (`agentrl train quickstart`, tw-quick, 8 groups x 4, up to 8 steps,
+admissible mode, the whole history in the prompt), rolled out with the base default model through
+the real env pool. Per engine: episodes/s, prefilled and generated tokens/s of engine time, the
+engine's achieved FLOP/s as a fraction of this CPU's peak, and the rollout's overhead around the
+engine (prompts, tries, env steps, bookkeeping) as a fraction of the engine's own time.
 
-The env is a fake text game defined here (observation lengths differ per episode so
-batches are padded), so the figures are the policy's alone.
+Peak: cores x clock x FLOP/cycle/core, with the clock from /proc/cpuinfo (the highest "cpu MHz")
+or --ghz, and FLOP/cycle/core = 2 FMA pipes x 16 fp32 lanes x 2 = 64 for fp32 and twice that (128)
+for bf16 (AVX512-BF16 dot products), AVX-512 on Zen 4/5 class cores. Work: 2 x the model's matmul
+parameters per token (embeddings excluded, the LM head included) for every prefilled and generated
+token; attention over the cache is left out, so the fractions are lower bounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import subprocess
 import time
 
 import torch
 
-from agentrl.config import ModelConfig, RolloutConfig
-from agentrl.envs.base import Observation
-from agentrl.policy.base import TurnContext
-from agentrl.policy.hf import HFPolicy
-
-ROOMS = ["kitchen", "pantry", "bedroom", "corridor", "garden", "cellar", "attic", "study"]
-THINGS = [
-    "a wooden table",
-    "a closed fridge",
-    "a rusty key",
-    "an old lamp",
-    "a red apple",
-    "a locked chest",
-    "a pile of books",
-    "a muddy boot",
-]
+from agentrl.config import load_recipe
+from agentrl.envs.pool import EnvPool
+from agentrl.envs.suites import load_suite
+from agentrl.rollout import group_specs, run_episodes
 
 
 def say(*a) -> None:
     print(*a, flush=True)
 
 
-def fake_obs(ep: int, t: int) -> Observation:
-    room = ROOMS[(ep + t) % len(ROOMS)]
-    seen = ", ".join(THINGS[(ep + t + j) % len(THINGS)] for j in range(2 + ep % 5))
-    text = f"-= {room.title()} =-\nYou are in the {room}. You see {seen}." + " Dust covers the floor." * (ep % 3)
-    exits = ["go north", "go south", "go east", "go west", "go north east"][: 2 + (ep + t) % 4]
-    cmds = exits + [f"take {x.split(' ', 1)[1]}" for x in THINGS[:3]] + ["open door", "look", "inventory"]
-    return Observation(text=text, admissible=cmds, goal="Find the rusty key and open the locked chest.")
+def clock_ghz() -> float:
+    mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.lower().startswith("cpu mhz")]
+    return max(mhz) / 1000 if mhz else 3.0
 
 
-def play(policy: HFPolicy, episodes: int, turns: int) -> dict:
-    """All episodes live for `turns` turns; returns wall time and counters."""
-    hist = {k: [] for k in range(episodes)}
-    gen = 0
-    t0 = time.perf_counter()
-    for t in range(turns):
-        ctxs = [
-            TurnContext(key=k, task_id=f"fake/{k}", t=t, observation=fake_obs(k, t), history=list(h))
-            for k, h in hist.items()
-        ]
-        for c, a in zip(ctxs, policy.act(ctxs)):
-            hist[c.key].append((c.observation.text, a.text))
-            gen += len(a.action_ids)
-    wall = time.perf_counter() - t0
-    for k in hist:
-        policy.end_episode(k)
-    s = policy.stats
-    return dict(
-        wall=wall,
-        steps=episodes * turns,
-        gen=gen,
-        prompt=s.prompt_tokens,
-        prefill=s.prefilled_tokens,
-        prefill_s=s.prefill_s,
-        decode_s=s.decode_s,
-    )
+def matmul_params(model) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n = sum(p.numel() for name, p in base.named_parameters() if "embed_tokens" not in name)
+    head = base.get_output_embeddings().weight.numel()
+    tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
+    return n + (head if tied else 0)
 
 
-def row(name: str, r: dict) -> str:
-    return (
-        f"  {name:<28} {r['wall']:8.1f} s {r['steps'] / r['wall']:8.2f} steps/s "
-        f"{r['gen'] / r['wall']:8.1f} gen tok/s"
-        f"   prefill {r['prefill_s']:6.1f} s ({r['prefill']} of {r['prompt']} prompt tokens)"
-        f"   decode {r['decode_s']:6.1f} s"
-    )
+def train_specs(recipe, suite, iteration: int):
+    rng = random.Random(recipe.seed * 7919 + iteration)  # as Trainer.train_specs
+    k = recipe.rollout.groups_per_iteration
+    tasks = rng.sample(suite.train, k) if k <= len(suite.train) else [rng.choice(suite.train) for _ in range(k)]
+    return group_specs(tasks, recipe.rollout.group_size, "train", iteration, recipe.seed)
+
+
+def make(engine: str, recipe, model, tok):
+    from agentrl.engines.hf import HFEngine
+    from agentrl.policy.llm import LLMPolicy
+
+    if engine == "vllm":
+        from agentrl.engines.factory import make_engine
+
+        eng = make_engine(load_recipe("quickstart", ["rollout.engine=vllm"]), None, tok)
+        say(f"  vllm start-up {eng.start_s:.1f} s ({eng.dtype}, weights: {eng.weights})")
+    else:
+        dtype = torch.bfloat16 if engine == "hf-bf16" else None
+        eng = HFEngine(model, tok, recipe.rollout.batch_size, seed=recipe.seed, compute_dtype=dtype)
+    return LLMPolicy(eng, tok, recipe.rollout, greedy=False, seed=recipe.seed)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--tiny", action="store_true", help="random tiny model instead (smoke test)")
-    ap.add_argument("--episodes", type=int, default=16)
-    ap.add_argument("--turns", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (0 = torch default; on a shared 2-core machine 1 is several times faster)",
-    )
-    ap.add_argument("--only", default="abc", help="which comparisons to run, e.g. 'ac'")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engines", nargs="+", default=["hf-fp32", "hf-bf16", "vllm"])
+    ap.add_argument("--iterations", nargs="+", type=int, default=[1], help="whose train episodes to roll out")
+    ap.add_argument("--ghz", type=float, default=None, help="the clock for the peak (default: /proc/cpuinfo)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
-    t0 = time.perf_counter()
-    if args.tiny:
-        from agentrl.policy.model import tiny_model
+    from agentrl.policy.model import load_model
 
-        model, tok = tiny_model(hidden=128, layers=4, heads=4)
-    else:
-        from agentrl.policy.model import load_model
-
-        model, tok = load_model(ModelConfig(path=args.model))
+    recipe = load_recipe("quickstart")
+    suite = load_suite(recipe.env.suite)
+    specs = [s for it in args.iterations for s in train_specs(recipe, suite, it)]
+    model, tok = load_model(recipe.model)
+    n_params = matmul_params(model)
+    cores = len(os.sched_getaffinity(0))
+    ghz = args.ghz or clock_ghz()
+    peak = {"fp32": cores * ghz * 1e9 * 64, "bf16": cores * ghz * 1e9 * 128}
+    load = os.getloadavg()
     say(
-        f"model {'tiny' if args.tiny else args.model}: loaded in {time.perf_counter() - t0:.1f} s, "
-        f"{torch.get_num_threads()} threads, {args.episodes} episodes x {args.turns} turns, "
-        f"max_new_tokens {args.max_new_tokens}"
+        f"{len(specs)} episodes (quickstart iterations {args.iterations}), max {recipe.env.max_steps} steps, "
+        f"{n_params / 1e6:.1f} M matmul params; peak {peak['fp32'] / 1e9:.0f} GFLOP/s fp32, "
+        f"{peak['bf16'] / 1e9:.0f} bf16 ({cores} cores x {ghz:.2f} GHz); load {load[0]:.2f}"
     )
-    E, T = args.episodes, args.turns
-    free = RolloutConfig(action_mode="free", history=-1, max_new_tokens=args.max_new_tokens, batch_size=E)
-    HFPolicy(model, tok, free).act([TurnContext(0, "w", 0, fake_obs(0, 0))])  # warm-up
-
-    if "a" in args.only:
-        say("(a) batched vs one episode at a time (free text, KV reuse on, sampling T=1.0)")
-        b = play(HFPolicy(model, tok, free, seed=0), E, T)
-        one = play(HFPolicy(model, tok, free.model_copy(update={"batch_size": 1}), seed=0), E, T)
-        say(row(f"batched (batch {E})", b))
-        say(row("one at a time (batch 1)", one))
-        say(
-            f"  speed-up: {b['steps'] / b['wall'] / (one['steps'] / one['wall']):.2f}x steps/s, "
-            f"{b['gen'] / b['wall'] / (one['gen'] / one['wall']):.2f}x gen tok/s; decode loop alone "
-            f"{b['gen'] / b['decode_s'] / (one['gen'] / one['decode_s']):.2f}x tok/s"
-        )
-
-    if "b" in args.only:
-        say("(b) HFPolicy vs bare model.generate on the same first-turn prompts (greedy, batch of all)")
-        pol = HFPolicy(model, tok, free, greedy=True, kv_reuse=False)
-        ctxs = [TurnContext(k, f"fake/{k}", 0, fake_obs(k, 0)) for k in range(E)]
-        t1 = time.perf_counter()
-        acts = pol.act(ctxs)
-        t_pol = time.perf_counter() - t1
-        prompts = [a.prompt_ids for a in acts]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=False,
-                max_new_tokens=args.max_new_tokens,
-                eos_token_id=sorted(pol.fmt.stop_ids),
-                pad_token_id=tok.pad_token_id,
+    rows = []
+    for name in args.engines:
+        say(f"== {name}")
+        try:
+            policy = make(name, recipe, model, tok)
+        except Exception as e:  # e.g. vLLM not installed: say so, go on with the others
+            say(f"  skipped: {e}")
+            continue
+        eng = policy.engine
+        with EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
+            recs = []
+            t0 = time.perf_counter()
+            st = run_episodes(
+                specs,
+                policy,
+                pool,
+                recipe.env.max_steps,
+                recs.append,
+                concurrency=recipe.rollout.batch_size,
+                invalid_penalty=recipe.env.invalid_penalty,
             )
-        t_gen = time.perf_counter() - t1
-        stops = pol.fmt.stop_ids
-        same = 0
-        for a, o in zip(acts, out[:, width:].tolist()):
-            cut = next((j + 1 for j, x in enumerate(o) if x in stops), len(o))
-            same += a.action_ids == o[:cut]
-        n_gen = sum(len(a.action_ids) for a in acts)
-        say(f"  {'HFPolicy.act':<28} {t_pol:8.2f} s   {n_gen / t_pol:8.1f} gen tok/s")
-        say(f"  {'model.generate':<28} {t_gen:8.2f} s   {n_gen / t_gen:8.1f} gen tok/s")
-        say(f"  overhead: {100 * (t_pol / t_gen - 1):+.1f}%   identical outputs: {same}/{E}")
-
-    if "c" in args.only:
-        say("(c) KV-cache reuse across turns (admissible mode, history = all turns, sampling)")
-        adm = RolloutConfig(action_mode="admissible", history=-1, batch_size=E)
-        on = play(HFPolicy(model, tok, adm, seed=0, kv_reuse=True), E, T)
-        off = play(HFPolicy(model, tok, adm, seed=0, kv_reuse=False), E, T)
-        say(row("KV reuse on", on))
-        say(row("KV reuse off", off))
-        say(f"  speed-up: {off['wall'] / on['wall']:.2f}x wall")
-    say(f"total {time.perf_counter() - t0:.0f} s")
+            wall = time.perf_counter() - t0
+        s = eng.stats
+        work = 2 * n_params * (s.prefilled_tokens + s.generated_tokens)
+        kind = "fp32" if name == "hf-fp32" else "bf16"
+        rows.append(
+            dict(
+                name=name,
+                wall=wall,
+                eps=len(recs) / wall,
+                won=sum(r.won for r in recs) / len(recs),
+                steps=st.steps,
+                engine_s=s.generate_s,
+                prefill_tps=s.prefilled_tokens / s.generate_s,
+                gen_tps=s.generated_tokens / s.generate_s,
+                prefilled=s.prefilled_tokens,
+                generated=s.generated_tokens,
+                peak=work / s.generate_s / peak[kind],
+                kind=kind,
+                overhead=(wall - s.generate_s) / s.generate_s,
+            )
+        )
+        r = rows[-1]
+        say(f"  {wall:.1f} s, {r['eps']:.3f} episodes/s, engine {r['engine_s']:.1f} s, won {100 * r['won']:.0f}%")
+        close = getattr(eng, "close", None)
+        if close:
+            close()
+    if not rows:
+        return
+    base = next((r for r in rows if r["name"] == "hf-fp32"), rows[0])
+    say("")
+    say(
+        f"{'engine':<9} {'wall s':>7} {'ep/s':>6} {'x hf32':>6} {'engine s':>8} {'prefill/s':>9} {'gen/s':>6} "
+        f"{'prefilled':>9} {'generated':>9} {'of peak':>12} {'overhead':>8} {'won':>5}"
+    )
+    for r in rows:
+        say(
+            f"{r['name']:<9} {r['wall']:7.1f} {r['eps']:6.3f} {r['eps'] / base['eps']:6.2f} {r['engine_s']:8.1f} "
+            f"{r['prefill_tps']:9.0f} {r['gen_tps']:6.0f} {r['prefilled']:9d} {r['generated']:9d} "
+            f"{100 * r['peak']:7.1f}% {r['kind']:>4} {100 * r['overhead']:7.1f}% {100 * r['won']:4.0f}%"
+        )
+    say("overhead = (rollout wall - engine time) / engine time: prompts, tries, env steps, bookkeeping")
+    load2 = os.getloadavg()
+    say(
+        f"load before {load[0]:.2f}, after {load2[0]:.2f}; "
+        + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    )
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from agentrl.config import ModelConfig, RolloutConfig
+from agentrl.engines.hf import top_p_filter as _top_p
 from agentrl.envs.base import Observation
 from agentrl.errors import UserError
 from agentrl.learner import StepSample, sample_logprobs
 from agentrl.policy.base import TurnContext
 from agentrl.policy.constrained import CommandTrie, allowed_token_ids, parse_action
-from agentrl.policy.hf import HFPolicy, _top_p
+from agentrl.policy.hf import HFPolicy
 from agentrl.policy.logprobs import logprobs_at, pad_allowed, recompute_logprobs, token_logprobs
 from agentrl.policy.model import builtin_tokenizer, load_model, load_tokenizer, tiny_model
 from agentrl.policy.prompt import Turn, build_prompt, chat_format, system_message, user_message

@@ -1,11 +1,15 @@
 """The PPO-clip loss with dual clip, k3 KL and entropy bonus (ARCHITECTURE.md §7). Pure torch.
 
-Per token i (with ratio r = exp(logp - old_logp), advantage A):
+Per token i (with ratio r = exp(logp - old_logp), advantage A, weight w, 1 by default):
 
     pg_i = max(-r*A, -clip(r, 1-eps, 1+eps)*A)            # PPO-clip (Schulman et al. 2017)
     pg_i = min(pg_i, -c*A)          if A < 0 and c set     # dual clip (Ye et al. 2020), c > 1
+    pg_i = w_i * pg_i                                      # per-token weight (detached), pg term only
     kl_i = exp(ref - logp) - (ref - logp) - 1              # k3 estimator of KL(pi || ref), >= 0
     loss = sum_i m_i * (pg_i + kl_coef*kl_i - entropy_coef*H_i) / N
+
+The learner's weight is the truncated importance ratio (TIS) w_i = min(exp(old_i - engine_i), C)
+between its own recomputed old log-probs and the rollout engine's (`LearnerConfig.old_logprobs`).
 
 The sum runs over every loss token of the batch and N is the number of loss tokens
 (token-mean: a long action weighs more than a short one, no per-sequence mean). When
@@ -34,12 +38,15 @@ def ppo_loss(
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
     num_tokens: float | None = None,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO-clip loss over loss tokens (all tensors the same shape; `mask` 1 on loss tokens).
 
+    `weight`: per-token factor of the policy-gradient term only (detached; None = 1), e.g. TIS weights.
+
     Returns (loss, metrics). Metrics are plain floats, token-means over `mask`
     (`tokens` is the count, for weighting means across micro-batches):
-    pg_loss, kl (k3 to the reference, 0 without ref_logp), entropy, clip_frac (tokens
+    pg_loss (weighted), kl (k3 to the reference, 0 without ref_logp), entropy, clip_frac (tokens
     whose clipped term was chosen, i.e. with zero PPO gradient), dual_clip_frac,
     ratio_mean/min/max, approx_kl (k3 estimate of KL(old || new)).
     """
@@ -63,6 +70,8 @@ def ppo_loss(
         pg3 = -adv * dual_clip
         dual = ((adv < 0) & (pg > pg3)).float()
         pg = torch.where(adv < 0, torch.minimum(pg, pg3), pg)
+    if weight is not None:
+        pg = pg * weight.detach().float()
 
     per_token = pg
     kl = torch.zeros_like(pg)

@@ -9,11 +9,20 @@ of a naive loop on a small model (FACTS: ~40 vs ~238 tokens/s on CPU for SmolLM2
 `Learner.update` does `epochs` passes over one iteration's steps: micro-batches by
 token budget, gradient accumulation to `tokens_per_step`, token-mean PPO-clip loss,
 grad-norm clip, AdamW on the adapter's parameters with linear warm-up.
+
+Numerics: every forward runs under `autocast_for(device, compute_dtype)` (the model config's
+`compute_dtype`, resolved by `agentrl.policy.model.resolve_compute_dtype`). The PPO ratio's old
+log-probs are the engine's stored ones, or (`recompute_old`, `LearnerConfig.old_logprobs`) the
+learner's own, computed before the passes (no grad, eval mode, the adapter as it is before the
+update), with the pg term of each token weighted by the truncated importance ratio
+w = min(exp(learner_old - engine), tis_cap) (TIS: the rollout engine's sampling distribution differs
+from the learner's by its numerics, e.g. vLLM in bf16 vs the learner in fp32).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from peft import PeftModel
@@ -22,7 +31,12 @@ from agentrl.config import LearnerConfig
 from agentrl.learner.batch import MicroBatch, StepSample, build_sequences, count_tokens, pack
 from agentrl.learner.lora import POLICY, adapter_parameters, adapters_disabled, add_lora, set_trainable
 from agentrl.learner.ppo import ppo_loss
-from agentrl.policy.logprobs import autocast_for, body_and_head, forward_logprobs  # noqa: F401 (re-exported)
+from agentrl.policy.logprobs import (  # noqa: F401 (re-exported)
+    autocast_for,
+    body_and_head,
+    eval_mode,
+    forward_logprobs,
+)
 
 
 def compute_logprobs(
@@ -51,8 +65,10 @@ def sample_logprobs(
     temperature: float = 1.0,
     layout: str = "concat",
     micro_batch_tokens: int = 2048,
+    compute_dtype: torch.dtype | None = None,
 ) -> list[list[float]]:
-    """Per-sample, per-action-token log-probs under the model's active adapter (no grad).
+    """Per-sample, per-action-token log-probs under the model's active adapter (no grad), the
+    forwards under `autocast_for(device, compute_dtype)`.
 
     E.g. `with use_adapter(model, "prm"): sample_logprobs(...)` for an implicit PRM.
     """
@@ -60,7 +76,7 @@ def sample_logprobs(
     out = [[0.0] * len(s.action_ids) for s in samples]
     for mb in pack(build_sequences(samples, layout), micro_batch_tokens):
         mb = mb.to(device)
-        with autocast_for(device):
+        with autocast_for(device, compute_dtype):
             logp, _ = compute_logprobs(model, mb, temperature)
         for i, j, v in zip(mb.sample_index.tolist(), mb.token_index.tolist(), logp.float().tolist()):
             out[i][j] = v
@@ -90,11 +106,30 @@ def _steps(order: list[int], batches: list[MicroBatch], tokens_per_step: int) ->
     return steps
 
 
+def resolve_old_logprobs(cfg: LearnerConfig, engine: str, same_numerics: bool) -> bool:
+    """Whether the learner recomputes the old log-probs (`Learner(recompute_old=...)`).
+
+    `cfg.old_logprobs`: engine -> False, recompute -> True; auto -> False only for the HF engine
+    (`engine == "hf"`) running with the learner's own compute dtype (`same_numerics`: its stored
+    log-probs are then the learner's numbers, to float tolerance), True for any other engine.
+    """
+    if cfg.old_logprobs == "engine":
+        return False
+    if cfg.old_logprobs == "recompute":
+        return True
+    return not (engine == "hf" and same_numerics)
+
+
 _MEAN_KEYS = ("pg_loss", "kl", "entropy", "clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl")
 
 
 class Learner:
-    """PPO-clip on a LoRA adapter of `model` (wrapped with `add_lora` if it is not a PeftModel yet)."""
+    """PPO-clip on a LoRA adapter of `model` (wrapped with `add_lora` if it is not a PeftModel yet).
+
+    `compute_dtype`: the autocast dtype of every forward (`autocast_for`; None = bf16 on CUDA, fp32 on
+    CPU). `recompute_old`: the PPO ratio's old log-probs are the learner's own, with TIS weights (see
+    the module docstring); False = the engine's stored ones (`resolve_old_logprobs` decides).
+    """
 
     def __init__(
         self,
@@ -103,6 +138,8 @@ class Learner:
         temperature: float = 1.0,
         device: torch.device | str | None = None,
         adapter: str = POLICY,
+        compute_dtype: torch.dtype | None = None,
+        recompute_old: bool = False,
     ):
         if not isinstance(model, PeftModel) or adapter not in model.peft_config:
             model = add_lora(model, cfg, adapter)
@@ -112,18 +149,51 @@ class Learner:
         self.cfg = cfg
         self.temperature = float(temperature)
         self.adapter = adapter
+        self.compute_dtype = compute_dtype
+        self.recompute_old = bool(recompute_old)
         self.params = adapter_parameters(model, adapter)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_lambda(cfg.warmup_steps))
 
     def _forward(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast_for(self.device):
+        with autocast_for(self.device, self.compute_dtype):
             return compute_logprobs(self.model, mb, self.temperature, entropy_grad=self.cfg.entropy_coef > 0)
 
     @torch.no_grad()
     def _reference(self, mb: MicroBatch) -> torch.Tensor:
-        with adapters_disabled(self.model), autocast_for(self.device):
+        with adapters_disabled(self.model), autocast_for(self.device, self.compute_dtype):
             return compute_logprobs(self.model, mb, self.temperature)[0].float()
+
+    @torch.no_grad()
+    def _old_logprobs(self, batches: list[MicroBatch]) -> tuple[list[MicroBatch], list[torch.Tensor], dict]:
+        """Recompute pass: (batches with the learner's old log-probs, TIS weights, mismatch metrics).
+
+        No grad, eval mode, the adapter as it is now (before the update), the same forward as the
+        PPO passes. Metrics over all loss tokens, with d = learner_old - engine and r = exp(d):
+        mismatch_abs = mean |d|, mismatch_kl = mean (r - 1 - d) (k3 estimate of KL(engine || learner)),
+        tis_clip_frac = share of tokens with r > tis_cap, old_logprobs_s = the pass's seconds.
+        """
+        t0 = time.perf_counter()
+        cap = float(self.cfg.tis_cap)
+        out, weights, d_all = [], [], []
+        with eval_mode(self.model), autocast_for(self.device, self.compute_dtype):
+            for mb in batches:
+                old = compute_logprobs(self.model, mb, self.temperature)[0].float()
+                d = old - mb.old_logp.float()
+                weights.append(torch.exp(d).clamp(max=cap))
+                d_all.append(d)
+                out.append(replace(mb, old_logp=old))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        d = torch.cat(d_all).double()
+        r = torch.exp(d)
+        metrics = {
+            "mismatch_abs": float(d.abs().mean()),
+            "mismatch_kl": float((r - 1.0 - d).mean()),
+            "tis_clip_frac": float((r > cap).double().mean()),
+            "old_logprobs_s": time.perf_counter() - t0,
+        }
+        return out, weights, metrics
 
     def update(self, samples: list[StepSample]) -> dict[str, float]:
         """`epochs` PPO passes over `samples` (micro-batch order reshuffled each pass).
@@ -132,6 +202,8 @@ class Learner:
         approx_kl (token-means over all passes), ratio_min/max, grad_norm (mean over
         optimiser steps), grad_norm_max, lr, steps (optimiser steps), micro_batches,
         tokens / loss_tokens / padded_tokens (processed, all passes), time_s, tokens_per_s.
+        With `recompute_old` also mismatch_abs, mismatch_kl, tis_clip_frac, old_logprobs_s
+        (`_old_logprobs`; time_s includes the recompute pass).
         """
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -140,6 +212,10 @@ class Learner:
         if not batches:
             return {"steps": 0, "tokens": 0, "loss_tokens": 0}
         refs = [self._reference(b) for b in batches] if cfg.kl_coef > 0 else [None] * len(batches)
+        weights: list[torch.Tensor | None] = [None] * len(batches)
+        old_metrics: dict[str, float] = {}
+        if self.recompute_old:
+            batches, weights, old_metrics = self._old_logprobs(batches)
 
         sums = dict.fromkeys(_MEAN_KEYS, 0.0)
         loss_sum, n_tok, ratio_min, ratio_max, norms = 0.0, 0.0, float("inf"), float("-inf"), []
@@ -165,6 +241,7 @@ class Learner:
                             entropy=ent,
                             entropy_coef=cfg.entropy_coef,
                             num_tokens=step_tokens,
+                            weight=weights[i],
                         )
                         loss.backward()
                         loss_sum += float(loss.detach()) * step_tokens
@@ -197,5 +274,6 @@ class Learner:
             padded_tokens=counts["padded_tokens"] * cfg.epochs,
             time_s=elapsed,
             tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
+            **old_metrics,
         )
         return metrics

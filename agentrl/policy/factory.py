@@ -1,4 +1,4 @@
-"""Build the policy a recipe names: `random`, `expert` or `llm` (optionally with a LoRA checkpoint).
+"""Build the policy a recipe names: `random`, `expert` or `llm` on the recipe's engine (optionally with a checkpoint).
 
 The LLM modules are imported only when an `llm` policy is built: `agentrl.evaluate` imports this
 module, and an eval of a scripted policy should not spend seconds loading torch, transformers and peft.
@@ -17,14 +17,22 @@ def make_policy(recipe: Recipe, greedy: bool, adapter_path: str | None = None, s
         return RandomPolicy(seed), "random"
     if recipe.policy == "expert":
         return ExpertPolicy(), "expert"
-    from agentrl.policy.hf import HFPolicy
-    from agentrl.policy.model import load_model
+    from agentrl.engines.factory import make_engine
+    from agentrl.policy.llm import LLMPolicy
+    from agentrl.policy.model import load_model, load_tokenizer
 
-    model, tokenizer = load_model(recipe.model)
     name = f"llm:{recipe.model.path}"
+    if recipe.rollout.engine == "vllm" and not adapter_path:  # vLLM loads the weights itself
+        tokenizer = load_tokenizer(recipe.model.path)
+        engine = make_engine(recipe, None, tokenizer, seed=seed)
+        return LLMPolicy(engine, tokenizer, recipe.rollout, greedy=greedy, seed=seed), name
+    model, tokenizer = load_model(recipe.model)
     if adapter_path:
         from agentrl.learner.checkpoint import load_adapter_for_eval
 
         model = load_adapter_for_eval(model, adapter_path)
         name += f"+{adapter_path}"
-    return HFPolicy(model, tokenizer, recipe.rollout, greedy=greedy, seed=seed), name
+    engine = make_engine(recipe, model, tokenizer, seed=seed)
+    if adapter_path and hasattr(engine, "load_weights"):
+        engine.load_weights(model, version=1)  # "not the base model"; the run's episodes name the checkpoint
+    return LLMPolicy(engine, tokenizer, recipe.rollout, greedy=greedy, seed=seed), name

