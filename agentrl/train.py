@@ -417,6 +417,14 @@ class _IterationPrinter:
             cells.append(f"{text:>{width}}")
         w = "/".join(_seconds(wall.get(k, 0)) for k in ("rollout", "update", "eval"))
         self.console.print(" ".join(cells) + f" {w}", markup=False, highlight=False)
+        if "mismatch_abs" in m:  # the learner recomputed the engine's log-probs (learner.old_logprobs)
+            self.console.print(
+                f"{'':>4} engine vs learner: mean |dlogp| {_compact(m['mismatch_abs'], 7)}, "
+                f"KL {_compact(m['mismatch_kl'], 7)}, TIS-capped {100 * m['tis_clip_frac']:.1f}% of tokens"
+                + (f", weights sync {wall['weights_sync']:.1f}s" if "weights_sync" in wall else ""),
+                markup=False,
+                highlight=False,
+            )
 
 
 def run_train(

@@ -135,6 +135,9 @@ def main() -> None:
                 peak=work / s.generate_s / peak[kind],
                 kind=kind,
                 overhead=(wall - s.generate_s) / s.generate_s,
+                env_s=st.env_s,
+                policy_s=st.policy_s - s.generate_s,
+                write_s=st.write_s,
             )
         )
         r = rows[-1]
@@ -157,6 +160,12 @@ def main() -> None:
             f"{100 * r['peak']:7.1f}% {r['kind']:>4} {100 * r['overhead']:7.1f}% {100 * r['won']:4.0f}%"
         )
     say("overhead = (rollout wall - engine time) / engine time: prompts, tries, env steps, bookkeeping")
+    for r in rows:
+        rest = r["wall"] - r["engine_s"] - r["env_s"] - r["policy_s"] - r["write_s"]
+        say(
+            f"  {r['name']}: env steps {r['env_s']:.1f} s, policy around the engine (prompts, parsing) "
+            f"{r['policy_s']:.1f} s, episode hand-off {r['write_s']:.2f} s, rest {rest:.1f} s"
+        )
     load2 = os.getloadavg()
     say(
         f"load before {load[0]:.2f}, after {load2[0]:.2f}; "

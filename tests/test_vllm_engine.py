@@ -194,3 +194,35 @@ def test_train_learns_on_vllm(tmp_path, suites_dir, tiny, capsys):
     q = "SELECT DISTINCT iteration, json_extract(info, '$.weights_version') FROM episodes WHERE split = 'train'"
     versions = set(con.execute(q))
     assert versions == {(i, i - 1) for i in range(1, 9)}, versions  # every episode: the weights before its update
+
+
+def test_lora_hot_swap(tiny):
+    """`rollout.vllm.weights: lora`: each update is a new LoRARequest on the running engine (agentrl's
+    CPU LoRA ops), with the adapter on some layers only (as the quickstart's `learner.layers`); the
+    engine then generates what the peft model computes, and a second update replaces the first."""
+    from agentrl.config import LearnerConfig
+    from agentrl.engines.vllm import VLLMEngine
+    from agentrl.learner.lora import add_lora
+
+    model, tok, d = tiny
+    eng = VLLMEngine(d, tok, VLLMConfig(dtype="float32", weights="lora", kv_cache_gib=1), max_model_len=2048)
+    peft = add_lora(
+        tiny_model(tok, hidden=128, heads=2, seed=0)[0],
+        LearnerConfig(lora_rank=8, layers=[-1], target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]),
+    )
+    cfg = RolloutConfig(action_mode="admissible", history=-1, batch_size=8, temperature=1.0)
+    g = torch.Generator().manual_seed(1)
+    try:
+        for version in (1, 2):
+            with torch.no_grad():
+                for n, p in peft.named_parameters():
+                    if "lora_B" in n:
+                        p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            eng.load_weights(peft, version)
+            assert eng.lora_request.lora_int_id == version + 1
+            steps = rollout(LLMPolicy(eng, tok, cfg, seed=version), [2, 3, 1, 2])
+            assert _max_diff(peft, tok, steps, "admissible", 1.0) <= 1e-4
+        assert [lr.lora_int_id for lr in [eng.lora_request]] == [3]
+        assert sorted(eng.llm.llm_engine.list_loras()) == [3]  # the first adapter was removed
+    finally:
+        eng.close()

@@ -55,7 +55,7 @@ def _env_defaults(cfg: VLLMConfig) -> None:
         bind = cfg.threads_bind
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
     if not os.environ.get("AGENTRL_DEBUG"):
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its start-up warnings are about vLLM, not the run
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 
 
@@ -116,6 +116,7 @@ class VLLMEngine:
             max_num_batched_tokens=max(max_model_len, 8192),
             logprobs_mode="processed_logprobs",
             logits_processors=[CommandTrieProcessor],
+            use_tqdm_on_load=False,
         )
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
