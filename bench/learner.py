@@ -29,17 +29,9 @@ from agentrl.config import LearnerConfig, ModelConfig
 from agentrl.learner import Learner, StepSample, add_lora, count_tokens, make_micro_batches, sample_logprobs
 from agentrl.learner.update import _steps
 from agentrl.policy.logprobs import autocast_for, body_and_head
+from agentrl.policy.model import DEFAULT_SHAPE
 
-SMOLLM2_SHAPE = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-    rope_theta=100000.0,
-)
+SMOLLM2_SHAPE = DEFAULT_SHAPE
 
 
 def build_model(args) -> torch.nn.Module:

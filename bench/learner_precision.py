@@ -24,18 +24,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from agentrl.config import LearnerConfig
 from agentrl.learner import Learner, StepSample, add_lora, count_tokens, make_micro_batches, sample_logprobs
-from agentrl.policy.model import cpu_supports_bf16
+from agentrl.policy.model import DEFAULT_SHAPE, cpu_supports_bf16
 
-DEFAULT_SHAPE = dict(  # SmolLM2-135M
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-    rope_theta=100000.0,
-)
 SMALL_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
 )

@@ -37,16 +37,9 @@ os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a f
 
 import torch  # noqa: E402
 
-SMOLLM2_SHAPE = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-    rope_theta=100000.0,
-)
+from agentrl.policy.model import DEFAULT_SHAPE  # noqa: E402
+
+SMOLLM2_SHAPE = DEFAULT_SHAPE
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
 

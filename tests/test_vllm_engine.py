@@ -194,6 +194,12 @@ def test_train_learns_on_vllm(tmp_path, suites_dir, tiny, capsys):
     q = "SELECT DISTINCT iteration, json_extract(info, '$.weights_version') FROM episodes WHERE split = 'train'"
     versions = set(con.execute(q))
     assert versions == {(i, i - 1) for i in range(1, 9)}, versions  # every episode: the weights before its update
+    # the last checkpoint evaluated on a fresh vllm engine (the adapter merged into its weights)
+    code, out, err = run_cli(["eval", "--run", "1", "--db", db, "--no-progress"], capsys)
+    assert code == 0, err[-3000:]
+    run = con.execute("SELECT id FROM runs WHERE kind = 'eval'").fetchone()[0]
+    won = con.execute("SELECT avg(won) FROM episodes WHERE run_id = ?", (run,)).fetchone()[0]
+    assert won >= 0.75, won  # the trained policy, not the base model's chance (25%)
 
 
 def test_lora_hot_swap(tiny):

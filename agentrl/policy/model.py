@@ -191,6 +191,18 @@ def load_model(cfg: ModelConfig, seed: int | None = None):
 
 # ---------------------------------------------------------------------------- tests / benches
 
+# The default model's architecture (LlamaConfig keywords): benches build random models of this shape.
+DEFAULT_SHAPE = dict(  # SmolLM2-135M
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+    rope_theta=100000.0,
+)
+
 _CORPUS = [
     "You are in a kitchen. There is a fridge, a table and a closed door to the north.",
     "go north",
