@@ -133,7 +133,9 @@ class VLLMEngine:
         self.weights_version = 0
         self.lora_request = None
         self._dir = Path(tempfile.mkdtemp(prefix="agentrl-vllm-weights-"))
-        atexit.register(shutil.rmtree, self._dir, True)
+        # shut vLLM's engine processes down before multiprocessing's own exit handler joins them (it
+        # would wait for ever): atexit runs the handlers registered last first
+        atexit.register(self.close)
         self.sync_s: list[float] = []
 
     # -- the Engine protocol -------------------------------------------------------------------
@@ -239,10 +241,10 @@ class VLLMEngine:
             shutil.rmtree(Path(old.lora_path), ignore_errors=True)
 
     def close(self) -> None:
+        """Stop vLLM's engine processes and remove the weight files; safe to call twice."""
         shutil.rmtree(self._dir, ignore_errors=True)
-        llm = getattr(self, "llm", None)
+        llm = self.__dict__.pop("llm", None)
         if llm is not None:
-            del self.llm
             engine = getattr(llm, "llm_engine", None)
             shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
             if callable(shutdown):
