@@ -8,13 +8,16 @@ with S_j = all tokens (free mode, or admissible mode without a command list) or 
 allowed set of the admissible-command trie at position j. It is the log-prob under
 the distribution sampled from, before any top-p cut (with top_p < 1 tokens are drawn
 from the nucleus, but the stored value stays this full, differentiable one: see
-`HFPolicy`).
+`agentrl.engines.hf`).
 
 Who calls what (so the two sides cannot drift apart):
 
 - `body_and_head`: the transformer body and the LM head, for the sampler's decoding loop
-  (`agentrl.policy.hf`), `forward_logprobs` and the signal providers' hidden states.
+  (`agentrl.engines.hf`), `forward_logprobs` and the signal providers' hidden states.
 - `tempered_logits`: the logits the sampler draws from (and the first step of `logprobs_at`).
+- The vllm engine (`agentrl.engines.vllm`) computes the same quantity inside vLLM: the command trie
+  masks the logits (`agentrl.engines.vllm_trie`) and vLLM's processed log-probs are log_softmax of the
+  masked logits / T, in vLLM's numerics; the learner can recompute them (`learner.old_logprobs`).
 - `logprobs_at`: logits -> temperature -> optional mask -> log-softmax -> the target's
   log-prob. The sampler calls it on each decoding step's logits; `forward_logprobs` calls
   it on teacher-forced logits.
