@@ -11,7 +11,8 @@ import random
 import pytest
 import torch
 from pydantic import ValidationError
-from transformers import LlamaConfig, LlamaForCausalLM
+from test_learner import V  # noqa: E402  (the same tiny Llama as the learner tests)
+from test_learner import tiny_model as small_model  # noqa: E402
 
 import agentrl.learner.update as update_mod
 import agentrl.policy.model as model_mod
@@ -26,22 +27,6 @@ from agentrl.policy.constrained import allowed_token_ids
 from agentrl.policy.hf import HFPolicy
 from agentrl.policy.logprobs import autocast_for, eval_mode
 from agentrl.policy.model import builtin_tokenizer, cpu_supports_bf16, resolve_compute_dtype, tiny_model
-
-V = 256
-
-
-def small_model(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=V,
-        max_position_embeddings=1024,
-    )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def lcfg(**kw) -> LearnerConfig:
