@@ -303,11 +303,7 @@ class Trainer:
     def sync_weights(self, version: int) -> float:
         """The engine generates with the learner's current weights from now on, as weights version
         `version` (the number of updates they have had; stored with every episode). Returns seconds."""
-        load = getattr(self.engine, "load_weights", None)
-        if load is None:  # hf: the engine runs self.model itself
-            self.engine.weights_version = version
-            return 0.0
-        return load(self.model, version)
+        return self.engine.load_weights(self.model, version)  # hf: runs self.model itself, records the version
 
     def model_card(self, metrics: dict) -> ModelCard:
         base, note = base_model_reference(self.recipe.model.path)

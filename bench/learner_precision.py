@@ -15,32 +15,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import statistics
 import time
 
 import torch
+from learner import synth_episodes  # bench/learner.py: the same synthetic steps
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agentrl.config import LearnerConfig
-from agentrl.learner import Learner, StepSample, add_lora, count_tokens, make_micro_batches, sample_logprobs
+from agentrl.learner import Learner, add_lora, count_tokens, make_micro_batches, sample_logprobs
 from agentrl.policy.model import DEFAULT_SHAPE, cpu_supports_bf16
 
 SMALL_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
 )
-
-
-def synth_episodes(n_ep: int, turns: int, prompt: int, obs: int, action: int, vocab: int, seed: int = 0):
-    r = random.Random(seed)
-    out = []
-    for e in range(n_ep):
-        p = [r.randrange(vocab) for _ in range(prompt)]
-        for t in range(turns):
-            a = [r.randrange(vocab) for _ in range(action)]
-            out.append(StepSample(e, t, list(p), a, [0.0] * action, r.choice([-1.0, 1.0])))
-            p = p + a + [r.randrange(vocab) for _ in range(obs)]
-    return out
 
 
 def main() -> None:

@@ -66,3 +66,8 @@ class Engine(Protocol):
     def reset(self) -> None:
         """Forget every episode's state (e.g. after the weights changed)."""
         ...
+
+    def load_weights(self, model, version: int) -> float:
+        """Generate with `model`'s current weights (base + LoRA adapter) from now on, as weights version
+        `version`; returns the seconds it took."""
+        ...

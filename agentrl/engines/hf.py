@@ -127,6 +127,11 @@ class HFEngine:
     def reset(self) -> None:
         self.cached.clear()
 
+    def load_weights(self, model, version: int) -> float:
+        """The engine runs the learner's own model, so its weights are already current: record the version."""
+        self.weights_version = version
+        return 0.0
+
     def _autocast(self):
         return autocast_for(self.device, self.compute_dtype) if self.compute_dtype is not None else nullcontext()
 

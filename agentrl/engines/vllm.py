@@ -48,9 +48,11 @@ def _env_defaults(cfg: VLLMConfig) -> None:
     memory and starts in minutes) and OpenMP threads bound to the cores (about 2x faster here)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cfg.kv_cache_gib:g}")
     if cfg.threads_bind == "auto":
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(n))
-        bind = f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores))
+        cores = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        )
+        contiguous = cores == list(range(cores[0], cores[-1] + 1))
+        bind = f"{cores[0]}-{cores[-1]}" if contiguous else ",".join(map(str, cores))
     else:
         bind = cfg.threads_bind
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
@@ -163,7 +165,7 @@ class VLLMEngine:
         for r in requests:
             trie = CommandTrie.from_commands(self.tok, r.commands) if r.commands else None
             tries.append(trie)
-            seqs = _sequences(trie) if trie is not None else None
+            seqs = list(trie.sequences.values()) if trie is not None else None
             params.append(
                 SamplingParams(
                     temperature=0.0 if sampling.greedy else sampling.temperature,
@@ -249,15 +251,3 @@ class VLLMEngine:
             shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
             if callable(shutdown):
                 shutdown()
-
-
-def _sequences(trie: CommandTrie) -> list[list[int]]:
-    """The token sequences of a trie (every root-to-leaf path)."""
-    out, stack = [], [(trie.root, [])]
-    while stack:
-        node, path = stack.pop()
-        if not node.children:
-            out.append(path)
-        for t, child in node.children.items():
-            stack.append((child, path + [t]))
-    return out

@@ -18,6 +18,8 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from agentrl.policy.constrained import CommandTrie
+
 KEY = "agentrl_commands"
 
 
@@ -25,18 +27,16 @@ class _TrieState:
     __slots__ = ("node", "out", "seen")
 
     def __init__(self, sequences: list[list[int]], out: list[int]):
-        root: dict = {}
-        for seq in sequences:
-            node = root
-            for t in seq:
-                node = node.setdefault(int(t), {})
-        self.node, self.out, self.seen = root, out, 0  # `out`: vLLM's live list of generated ids
+        trie = CommandTrie({i: [int(t) for t in seq] for i, seq in enumerate(sequences)})
+        self.node, self.out, self.seen = trie.root, out, 0  # `out`: vLLM's live list of generated ids
 
     def allowed(self) -> list[int] | None:
-        while self.seen < len(self.out):  # follow the tokens sampled since the last step
-            self.node = self.node.get(self.out[self.seen], {})
+        while self.seen < len(self.out) and self.node is not None:  # follow the tokens sampled since the last step
+            self.node = self.node.children.get(self.out[self.seen])
             self.seen += 1
-        return list(self.node) or None  # a finished path (or a token off the trie): no constraint
+        if self.node is None or not self.node.children:
+            return None  # a finished path (or a token off the trie): no constraint
+        return list(self.node.children)
 
 
 class CommandTrieProcessor(LogitsProcessor):

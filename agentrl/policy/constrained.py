@@ -30,6 +30,7 @@ class CommandTrie:
     """A trie over the token sequences `encode(command) + [eot_id]` of a list of commands."""
 
     def __init__(self, sequences: dict[str, list[int]]):
+        self.sequences = sequences  # command -> its token ids (what the trie was built from)
         self.root = _Node()
         for command, ids in sequences.items():
             node = self.root

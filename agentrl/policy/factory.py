@@ -33,6 +33,6 @@ def make_policy(recipe: Recipe, greedy: bool, adapter_path: str | None = None, s
         model = load_adapter_for_eval(model, adapter_path)
         name += f"+{adapter_path}"
     engine = make_engine(recipe, model, tokenizer, seed=seed)
-    if adapter_path and hasattr(engine, "load_weights"):
+    if adapter_path:
         engine.load_weights(model, version=1)  # "not the base model"; the run's episodes name the checkpoint
     return LLMPolicy(engine, tokenizer, recipe.rollout, greedy=greedy, seed=seed), name
