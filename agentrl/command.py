@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import yaml
@@ -18,7 +18,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agentrl.config import Recipe, recipe_from_dict
-from agentrl.envs.pool import EnvPool
 from agentrl.errors import UserError
 from agentrl.rollout import RolloutStats, clear_stop, request_stop, run_episodes, stop_requested
 from agentrl.store import queries as q
@@ -76,12 +75,20 @@ def rollout_with_progress(
     console: Console,
     show_progress: bool,
     concurrency: int | None = None,
+    pool=None,
 ) -> tuple[list[EpisodeRecord], RolloutStats]:
-    """Run episodes with a progress bar; each finished episode is committed to the store at once."""
+    """Run episodes with a progress bar; each finished episode is committed to the store at once.
+    `pool`: an env pool to step them in, kept open (a trainer keeps one warm for the run); None:
+    one of the recipe's runtime for this rollout only."""
     recs: list[EpisodeRecord] = []
     if concurrency is None:
         concurrency = recipe.rollout.batch_size if recipe.policy == "llm" else max(8, 2 * max(1, recipe.env.workers))
-    with progress_bar(console, show_progress) as progress, EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
+    own = pool is None
+    if own:
+        from agentrl.runtime import make_pool
+
+        pool = make_pool(recipe)
+    with progress_bar(console, show_progress) as progress, pool if own else nullcontext(pool) as pool:
         # the description holds suite and policy names: print them literally
         bar = progress.add_task(escape(description), total=len(specs), won=0)
 

@@ -124,8 +124,9 @@ class VLLMConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    # the generation engine: hf (agentrl's decoding loop on transformers) | vllm (pip install 'agentrl[vllm]')
-    engine: Literal["hf", "vllm"] = "hf"
+    # the generation engine: hf (agentrl's decoding loop on transformers) | vllm (pip install 'agentrl[vllm]') |
+    # auto = vllm where vLLM is installed and can serve the recipe, else hf (`agentrl.engines.factory`)
+    engine: Literal["auto", "hf", "vllm"] = "auto"
     vllm: VLLMConfig = VLLMConfig()
     group_size: int = Field(4, ge=1)
     groups_per_iteration: int = Field(8, ge=1)
@@ -191,6 +192,27 @@ class TrainConfig(_Section):
     eval_every: int = Field(5, ge=0)  # 0 = only before and after
     checkpoint_every: int = Field(1, ge=1)
     output_dir: str = "runs"  # checkpoints go to <output_dir>/<run name>-<run id>/
+    # bounded-staleness asynchronous training: 0 = roll out, then update (exact resume); 1 | 2 = the
+    # rollout of iteration k+1 (k+2) runs while the learner updates on k, with weights at most this many
+    # updates old, corrected by truncated importance sampling (needs an engine with its own weights:
+    # rollout.engine vllm or runtime.backend ray)
+    max_staleness: int = Field(0, ge=0, le=2)
+
+
+class RuntimeConfig(_Section):
+    """`runtime`: where env steps and generation run (ARCHITECTURE.md §8). `local` = this process and its
+    env worker processes (today's behaviour); `ray` = env workers and rollout engines as Ray actors
+    (`pip install 'agentrl[ray]'`); the driver keeps the learner and is the only writer of runs.db."""
+
+    backend: Literal["local", "ray"] = "local"
+    # ray: auto = join the cluster named by $AGENTRL_RAY_ADDRESS or $RAY_ADDRESS, else start a Ray instance
+    # in this process; local = always start one; "host:port" = join that cluster's head
+    address: str = "auto"
+    env_workers: int = Field(2, ge=1)  # env actors (each hosts several envs: slot k on actor k % N)
+    engines: int = Field(1, ge=1)  # rollout engine actors; each gets whole groups
+    env_resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 0.5})
+    engine_resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    spread: bool = True  # place actors on as many nodes as possible (Ray's SPREAD strategy)
 
 
 class EvalConfig(_Section):
@@ -210,6 +232,7 @@ class Recipe(_Section):
     learner: LearnerConfig = LearnerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @field_validator("name")
     @classmethod

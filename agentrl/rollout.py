@@ -87,6 +87,18 @@ def group_specs(
     return specs
 
 
+def _placement(pool, policy, slot: int) -> dict[str, str]:
+    """{"env": node, "engine": node} of a remote env pool / engine, where they say (Ray runtime)."""
+    out = {}
+    env_node = getattr(pool, "placement", None)
+    engine_node = getattr(getattr(policy, "engine", None), "placement", None)
+    if callable(env_node) and env_node(slot):
+        out["env"] = env_node(slot)
+    if callable(engine_node) and engine_node(slot):
+        out["engine"] = engine_node(slot)
+    return out
+
+
 def run_episodes(
     specs: list[EpisodeSpec],
     policy: Policy,
@@ -109,6 +121,9 @@ def run_episodes(
         rec.status, rec.error, rec.final_observation = status, error, final
         rec.ret = sum(s.reward for s in rec.steps)
         rec.wall_s = time.perf_counter() - ep.start
+        nodes = _placement(pool, policy, slot)
+        if nodes:
+            rec.info["nodes"] = nodes  # which cluster nodes served it (runtime.backend: ray)
         t0 = time.perf_counter()
         on_episode(rec)
         stats.write_s += time.perf_counter() - t0
@@ -147,6 +162,9 @@ def run_episodes(
                 version = getattr(policy, "weights_version", None)  # which weights played it (LLM policies)
                 if version is not None:
                     rec.info["weights_version"] = version
+                    if spec.split == "train":  # updates the learner is ahead of these weights (max_staleness)
+                        rec.info["staleness"] = max(0, spec.iteration - 1 - version)
+                    rec.info["engine"] = getattr(getattr(policy, "engine", None), "name", None)
                 ep = _Live(spec, rec, Observation(text=""), start=time.perf_counter())
                 live[slot] = ep
                 if isinstance(obs, EnvFailure):
@@ -174,6 +192,7 @@ def run_episodes(
                 observation=live[s].obs,
                 history=list(live[s].history),
                 sample_key=live[s].spec.sample_key,
+                group_id=live[s].spec.group_id,
             )
             for s in asked
         ]

@@ -9,8 +9,10 @@ stored episode is lost or duplicated.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -35,7 +37,8 @@ from agentrl.learner.samples import episode_samples
 from agentrl.learner.update import Learner, resolve_old_logprobs
 from agentrl.policy.llm import LLMPolicy
 from agentrl.policy.model import base_model_reference, load_model, resolve_compute_dtype
-from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs
+from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs, request_stop
+from agentrl.runtime import make_pool
 from agentrl.store import queries as q
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
@@ -203,7 +206,14 @@ class Trainer:
         compute = resolve_compute_dtype(recipe.model, device)
         # the engine: hf generates with self.model itself; vllm holds its own copy, synced after every update
         self.engine = make_engine(recipe, self.model, self.tokenizer)
-        same_numerics = self.engine.name == "hf"  # the same model at the same compute dtype as the learner
+        self.ahead = recipe.train.max_staleness  # rollouts that may run ahead of the learner
+        if self.ahead and not (self.engine.name == "vllm" or getattr(self.engine, "remote", False)):
+            raise UserError(
+                "train.max_staleness > 0 needs an engine with its own copy of the weights "
+                "(rollout.engine: vllm, or runtime.backend: ray); the local hf engine runs the learner's model"
+            )
+        # the same model at the same compute dtype as the learner, and no stale weights
+        same_numerics = self.engine.name == "hf" and not self.ahead
         self.learner = Learner(
             self.model,
             recipe.learner,
@@ -216,16 +226,30 @@ class Trainer:
             self.engine, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy, seed=recipe.seed
         )
         self.name = f"llm:{recipe.model.path}"
+        self.pool = None  # the env pool, made at the first rollout
+        self._engine_lock = threading.Lock()  # one user of the engine at a time: a rollout or an eval
+        self._published = None  # (weights snapshot or None, version) for the engine, when ahead
         # the method and its signal provider (SPA estimator, OPRL PRM, IGPO answer probabilities; None for
         # grpo, rloo, gigpo), built last: the provider's own weights draw on the torch RNG after the policy's
         self.credit = build_credit(recipe.credit, self.model, self.tokenizer, recipe)
 
+    def close(self) -> None:
+        """End the env pool's workers (or actors) and a remote engine's actors."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        close = getattr(self.engine, "close", None)
+        if callable(close) and getattr(self.engine, "remote", False):
+            close()
+
     # -- phases ----------------------------------------------------------------------------
     def _rollout(self, policy, specs, run_id, stored, label) -> tuple[list[EpisodeRecord], RolloutStats]:
         todo = _missing(specs, stored)
+        if todo and self.pool is None:  # one pool for the run: its workers start once and stay warm
+            self.pool = make_pool(self.recipe)
         recs, stats = (
             rollout_with_progress(
-                self.recipe, policy, self.name, todo, self.store, run_id, label, self.console, self.show
+                self.recipe, policy, self.name, todo, self.store, run_id, label, self.console, self.show, pool=self.pool
             )
             if todo
             else ([], RolloutStats())
@@ -238,7 +262,9 @@ class Trainer:
         specs = group_specs(tasks, r.eval.group_size, "eval", iteration, r.seed, tag="eval/")
         stored = q.episodes(self.store, run_id, iteration=iteration, split="eval")
         t0 = time.perf_counter()
-        recs, _ = self._rollout(self.eval_policy, specs, run_id, stored, f"eval @ iteration {iteration}")
+        with self._engine_lock:  # after the rollout in flight, if any; with the newest weights
+            self._apply_published()
+            recs, _ = self._rollout(self.eval_policy, specs, run_id, stored, f"eval @ iteration {iteration}")
         success, ret, length = episode_means(recs)
         return EvalMetrics(success, ret, length, len(recs), time.perf_counter() - t0)
 
@@ -250,15 +276,44 @@ class Trainer:
         tasks = rng.sample(pool, k) if k <= len(pool) else [rng.choice(pool) for _ in range(k)]
         return group_specs(tasks, r.rollout.group_size, "train", iteration, r.seed)
 
-    def iteration(self, run_id: int, it: int) -> IterationResult:
+    def collect(self, run_id: int, it: int) -> tuple[list[EpisodeRecord], RolloutStats, float]:
+        """Iteration `it`'s train episodes (those stored already, the rest rolled out): (episodes,
+        stats, wall seconds). With `train.max_staleness` > 0 this runs in the rollout thread, holding
+        the engine; the newest published weights are applied first (`publish`)."""
+        t0 = time.perf_counter()
+        with self._engine_lock:
+            self._apply_published()
+            stored = q.episodes(self.store, run_id, iteration=it, split="train", with_steps=True)
+            recs, stats = self._rollout(self.policy, self.train_specs(it), run_id, stored, f"rollout {it}")
+        return recs, stats, time.perf_counter() - t0
+
+    def publish(self, version: int, changed: bool) -> float:
+        """After update `version`: a snapshot of the learner's weights for the engine, applied before
+        the next rollout starts (never under a running one). Returns the seconds the snapshot took."""
+        t0 = time.perf_counter()
+        self._published = (self.engine.export(self.model) if changed else None, version)
+        return time.perf_counter() - t0
+
+    def _apply_published(self) -> None:
+        if self._published is None:
+            return
+        payload, version = self._published
+        self._published = None
+        if payload is None:  # no update: the weights the engine has are those of `version` too
+            self.engine.weights_version = version
+        else:
+            self.engine.apply_weights(payload, version)
+
+    def iteration(self, run_id: int, it: int, collected=None) -> IterationResult:
         r = self.recipe
         method, provider = self.credit
         wall = Timings()
-        t0 = time.perf_counter()
-        seed_iteration(r.seed, it)  # every global RNG (dropout, learned parts) from (seed, iteration)
-        stored = q.episodes(self.store, run_id, iteration=it, split="train", with_steps=True)
-        recs, stats = self._rollout(self.policy, self.train_specs(it), run_id, stored, f"rollout {it}")
-        wall.rollout = time.perf_counter() - t0
+        if collected is None:  # synchronous: roll out now, with the weights of update it - 1
+            seed_iteration(r.seed, it)  # every global RNG (dropout, learned parts) from (seed, iteration)
+            collected = self.collect(run_id, it)
+        else:  # rolled out ahead, in the rollout thread
+            seed_iteration(r.seed, it)
+        recs, stats, wall.rollout = collected
 
         t0 = time.perf_counter()
         recs = [e for e in recs if e.status != "error"]
@@ -283,7 +338,9 @@ class Trainer:
             t0 = time.perf_counter()
             signal_metrics.update(provider.update(recs))
             wall.signals_update = time.perf_counter() - t0
-        if samples:
+        if self.ahead:  # applied by the rollout thread before its next rollout
+            wall.weights_sync = self.publish(it, changed=bool(samples))
+        elif samples:
             wall.weights_sync = self.sync_weights(it)
         else:  # no update: the weights the engine has are those after iteration `it` too
             self.engine.weights_version = it
@@ -298,6 +355,9 @@ class Trainer:
             stats.generated_tokens / stats.policy_s if stats.policy_s else 0.0,
             stats.dropped_turns,
         )
+        stale = [e.info.get("staleness", 0) for e in recs]
+        if self.ahead and stale:  # updates between the weights that played an episode and the learner's
+            signal_metrics.update(staleness_mean=sum(stale) / len(stale), staleness_max=max(stale))
         return IterationResult(rollout, update, {k: float(v) for k, v in signal_metrics.items()}, wall)
 
     def sync_weights(self, version: int) -> float:
@@ -317,42 +377,69 @@ class Trainer:
         t_start = time.perf_counter()
         ckpt_root = Path(r.train.output_dir) / f"{r.name}-{run_id}"
         before = next((h["metrics"].get("eval_success") for h in history if h["index"] == 0), None)
+        how = " (rollout.engine: auto)" if r.rollout.engine == "auto" else ""
+        self.console.print(f"rollout engine: {self.engine.name}{how}", markup=False, highlight=False)
         if start == 1 and before is None:
             ev = self.evaluate(run_id, 0)
             self.store.add_iteration(run_id, 0, ev.as_dict(), {"eval": ev.wall_s})
             before = ev.success
             self.console.print(f"held-out success before training: {100 * before:.1f}% ({ev.episodes} episodes)")
         table = _IterationPrinter(self.console)
-        provider = self.credit.provider
         after = None
-        for it in range(start, r.train.iterations + 1):
-            t0 = time.perf_counter()
-            res = self.iteration(run_id, it)
-            last = it == r.train.iterations
-            if it % r.train.checkpoint_every == 0 or last:
-                t1 = time.perf_counter()
-                metrics = res.metrics()  # without this iteration's eval, which comes after the checkpoint
-                path = save_checkpoint(
-                    ckpt_root / f"iter-{it:04d}",
-                    self.model,
-                    self.learner.optimizer,
-                    self.learner.scheduler,
-                    it,
-                    extra={"run_id": run_id},
-                    extra_state_dicts=provider.state_dict() if provider is not None else None,
-                    card=self.model_card(metrics),
-                )
-                self.store.add_checkpoint(run_id, it, str(path), metrics)
-                res.wall.checkpoint = time.perf_counter() - t1
-            if last or (r.train.eval_every and it % r.train.eval_every == 0):
-                res.eval = self.evaluate(run_id, it)
-                res.wall.eval = res.eval.wall_s
-                after = res.eval.success
-            res.wall.total = time.perf_counter() - t0
-            metrics, wall = res.metrics(), res.wall.as_dict()
-            self.store.add_iteration(run_id, it, metrics, wall)
-            table.row(it, metrics, wall)
+        # train.max_staleness > 0: one rollout thread runs up to that many iterations ahead of the
+        # learner; rollout j is queued once update j - 1 - max_staleness is published, so its weights
+        # are at most max_staleness updates old
+        rollouts = ThreadPoolExecutor(1, thread_name_prefix="agentrl-rollout") if self.ahead else None
+        queued: dict[int, Future] = {}
+        try:
+            for it in range(start, r.train.iterations + 1):
+                t0 = time.perf_counter()
+                if rollouts is not None:
+                    for j in range(it, min(it + self.ahead, r.train.iterations) + 1):
+                        if j not in queued:
+                            queued[j] = rollouts.submit(self.collect, run_id, j)
+                    res = self.iteration(run_id, it, queued.pop(it).result())
+                else:
+                    res = self.iteration(run_id, it)
+                after = self._finish_iteration(run_id, it, res, t0, ckpt_root, table, after)
+        except BaseException:
+            if rollouts is not None:  # end the rollout thread at its next turn boundary
+                request_stop()
+            raise
+        finally:
+            if rollouts is not None:
+                rollouts.shutdown(wait=True, cancel_futures=True)
         return TrainSummary(run_id, r.train.iterations, before, after, time.perf_counter() - t_start)
+
+    def _finish_iteration(self, run_id, it, res, t0, ckpt_root, table, after):
+        """Checkpoint, eval when due, store and print the iteration; returns the latest eval success."""
+        r = self.recipe
+        provider = self.credit.provider
+        last = it == r.train.iterations
+        if it % r.train.checkpoint_every == 0 or last:
+            t1 = time.perf_counter()
+            metrics = res.metrics()  # without this iteration's eval, which comes after the checkpoint
+            path = save_checkpoint(
+                ckpt_root / f"iter-{it:04d}",
+                self.model,
+                self.learner.optimizer,
+                self.learner.scheduler,
+                it,
+                extra={"run_id": run_id},
+                extra_state_dicts=provider.state_dict() if provider is not None else None,
+                card=self.model_card(metrics),
+            )
+            self.store.add_checkpoint(run_id, it, str(path), metrics)
+            res.wall.checkpoint = time.perf_counter() - t1
+        if last or (r.train.eval_every and it % r.train.eval_every == 0):
+            res.eval = self.evaluate(run_id, it)
+            res.wall.eval = res.eval.wall_s
+            after = res.eval.success
+        res.wall.total = time.perf_counter() - t0
+        metrics, wall = res.metrics(), res.wall.as_dict()
+        self.store.add_iteration(run_id, it, metrics, wall)
+        table.row(it, metrics, wall)
+        return after
 
 
 def _compact(v: float, width: int, rate: bool = False) -> str:
@@ -421,6 +508,12 @@ class _IterationPrinter:
                 markup=False,
                 highlight=False,
             )
+        if "staleness_mean" in m:  # train.max_staleness > 0: how old the weights that played were
+            self.console.print(
+                f"{'':>4} staleness: mean {m['staleness_mean']:.2f}, max {m['staleness_max']:.0f} updates",
+                markup=False,
+                highlight=False,
+            )
 
 
 def run_train(
@@ -471,6 +564,8 @@ def run_train(
     except BaseException:
         store.set_run_status(run_id, "failed")
         raise
+    finally:
+        trainer.close()
     store.set_run_status(run_id, "finished")
     return summary
 

@@ -10,6 +10,10 @@ the real env pool. Per engine: episodes/s, prefilled and generated tokens/s of e
 engine's achieved FLOP/s as a fraction of this CPU's peak, and the rollout's overhead around the
 engine (prompts, tries, env steps, bookkeeping) as a fraction of the engine's own time.
 
+The env pool is started once and warmed up (its workers spawned, one reset each on eval games, not
+the measured ones) before any engine runs, as a training run keeps one warm pool for all its
+rollouts; `--cold-pool` starts a new pool per engine instead (the first rollout of a run).
+
 Peak: cores x clock x FLOP/cycle/core, with the clock from /proc/cpuinfo (the highest "cpu MHz")
 or --ghz, and FLOP/cycle/core = 2 FMA pipes x 16 fp32 lanes x 2 = 64 for fp32 and twice that (128)
 for bf16 (AVX512-BF16 dot products), AVX-512 on Zen 4/5 class cores. Work: 2 x the model's matmul
@@ -24,6 +28,7 @@ import os
 import random
 import subprocess
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -77,6 +82,7 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["hf-fp32", "hf-bf16", "vllm"])
     ap.add_argument("--iterations", nargs="+", type=int, default=[1], help="whose train episodes to roll out")
     ap.add_argument("--ghz", type=float, default=None, help="the clock for the peak (default: /proc/cpuinfo)")
+    ap.add_argument("--cold-pool", action="store_true", help="a new env pool per engine (spawned in the timing)")
     args = ap.parse_args()
 
     from agentrl.policy.model import load_model
@@ -96,6 +102,14 @@ def main() -> None:
         f"{peak['bf16'] / 1e9:.0f} bf16 ({cores} cores x {ghz:.2f} GHz); load {load[0]:.2f}"
     )
     rows = []
+    warm = None if args.cold_pool else EnvPool(recipe.env.workers, recipe.env.step_timeout)
+    if warm is not None:
+        t0 = time.perf_counter()
+        n = recipe.rollout.batch_size
+        warm.reset([(i, suite.eval[i % len(suite.eval)], 0) for i in range(n)])
+        for i in range(n):
+            warm.release(i)
+        say(f"env pool: {recipe.env.workers} workers started and warmed up in {time.perf_counter() - t0:.1f} s")
     for name in args.engines:
         say(f"== {name}")
         try:
@@ -104,7 +118,7 @@ def main() -> None:
             say(f"  skipped: {e}")
             continue
         eng = policy.engine
-        with EnvPool(recipe.env.workers, recipe.env.step_timeout) as pool:
+        with EnvPool(recipe.env.workers, recipe.env.step_timeout) if warm is None else nullcontext(warm) as pool:
             recs = []
             t0 = time.perf_counter()
             st = run_episodes(
@@ -145,6 +159,8 @@ def main() -> None:
         close = getattr(eng, "close", None)
         if close:
             close()
+    if warm is not None:
+        warm.close()
     if not rows:
         return
     base = next((r for r in rows if r["name"] == "hf-fp32"), rows[0])

@@ -93,3 +93,22 @@ def test_sigint_to_a_worker_is_ignored_quietly(capfd):
         res = pool.step([(0, obs[0].info["expert_plan"][0])])
         assert isinstance(res[0], Transition) and pool.restarts == 0
     assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def test_a_worker_killed_between_batches_loses_no_episode():
+    """A worker that died while idle (killed from outside) is restarted and the episodes it hosted are
+    rebuilt there by replay before the next batch: they go on as if nothing happened."""
+    import os
+    import signal
+
+    with EnvPool(workers=2, step_timeout=10) as pool:
+        obs = pool.reset([(i, f"toy/chain-3/seed-{i}", i) for i in range(4)])
+        plans = [o.info["expert_plan"] for o in obs]
+        pool.step([(i, plans[i][0]) for i in range(4)])
+        victim = pool._procs[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=10)
+        for t in (1, 2):
+            res = pool.step([(i, plans[i][t]) for i in range(4)])
+            assert all(isinstance(r, Transition) for r in res), res
+        assert all(r.won for r in res) and pool.restarts == 1

@@ -54,11 +54,11 @@ def _recipe(tmp_path, model_dir, **over):
     return write_recipe(tmp_path / "train.yaml", "pick", policy="llm", **sections)
 
 
-def kill_during_rollout(proc, db, iteration, at_least):
-    """SIGKILL the training process group once `at_least` train episodes of `iteration` are stored."""
+def wait_for_episodes(proc, db, iteration, at_least, timeout=120):
+    """Wait until `at_least` train episodes of `iteration` are stored (the process must stay alive)."""
     t0 = time.time()
-    while time.time() - t0 < 120:
-        assert proc.poll() is None, proc.stderr.read().decode()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         try:
             con = sqlite3.connect(db, timeout=30)
             n = con.execute(
@@ -66,10 +66,16 @@ def kill_during_rollout(proc, db, iteration, at_least):
             ).fetchone()[0]
             con.close()
             if n >= at_least:
-                break
+                return n
         except sqlite3.OperationalError:
             pass
         time.sleep(0.01)
+    raise AssertionError(f"iteration {iteration} did not store {at_least} episodes in {timeout}s")
+
+
+def kill_during_rollout(proc, db, iteration, at_least):
+    """SIGKILL the training process group once `at_least` train episodes of `iteration` are stored."""
+    wait_for_episodes(proc, db, iteration, at_least)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 

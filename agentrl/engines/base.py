@@ -30,6 +30,7 @@ class Request:
     commands: list[str] | None = None  # admissible mode: only these commands' canonical tokens
     seed: int | None = None  # this turn's sampling stream; None: the engine's own stream
     new_episode: bool = False  # the first turn of an episode: nothing earlier may be reused
+    group: str = ""  # the episode's group (episodes sharing an initial state): an engine may co-locate them
 
 
 @dataclass

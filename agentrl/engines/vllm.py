@@ -36,6 +36,7 @@ from pathlib import Path
 
 from agentrl.config import VLLMConfig
 from agentrl.engines.base import EngineStats, Generation, Request, Sampling
+from agentrl.engines.weights import export_weights, write_adapter
 from agentrl.errors import UserError, WorkError
 from agentrl.policy.constrained import CommandTrie
 from agentrl.policy.prompt import chat_format
@@ -206,36 +207,38 @@ class VLLMEngine:
     def load_weights(self, model, version: int, adapter: str = "policy") -> float:
         """Serve `model`'s current weights (a peft model: base + LoRA adapter `adapter`) from now on,
         as weights version `version`. Returns the seconds it took."""
+        return self.apply_weights(self.export(model, adapter), version)
+
+    def export(self, model, adapter: str = "policy") -> dict:
+        """`model`'s current weights as this engine takes them (`apply_weights`): a snapshot, so the
+        learner may go on training while a rollout still runs on the previous weights."""
+        return export_weights(model, self.weights, self.dtype, adapter)
+
+    def apply_weights(self, payload: dict, version: int) -> float:
+        """Serve the weights of `payload` (`export_weights`: merged tensors or a LoRA adapter) from now
+        on, as version `version` — the half of `load_weights` that runs where the engine is (a Ray
+        actor gets the payload through the object store). Returns the seconds it took."""
         t0 = time.perf_counter()
-        if self.weights == "merged":
-            self._load_merged(model, adapter)
+        if payload["kind"] == "merged":
+            from safetensors.torch import save_file
+
+            d = self._dir / "merged"
+            d.mkdir(exist_ok=True)
+            save_file(payload["state"], str(d / "model.safetensors"))
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(d)})
         else:
-            self._load_lora(model, version, adapter)
+            self._load_lora(payload, version)
         self.llm.reset_prefix_cache()
         self.weights_version = version
         dt = time.perf_counter() - t0
         self.sync_s.append(dt)
         return dt
 
-    def _load_merged(self, model, adapter: str) -> None:
-        import torch
-        from safetensors.torch import save_file
-
-        from agentrl.policy.convert import merged_state_dict
-
-        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[self.dtype]
-        state = merged_state_dict(model, adapter, dtype=dtype)
-        d = self._dir / "merged"
-        d.mkdir(exist_ok=True)
-        save_file(state, str(d / "model.safetensors"))
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(d)})
-
-    def _load_lora(self, model, version: int, adapter: str) -> None:
+    def _load_lora(self, payload: dict, version: int) -> None:
         from vllm.lora.request import LoRARequest
 
-        d = self._dir / f"lora-v{version}"
-        model.save_pretrained(str(d), selected_adapters=[adapter])
-        path = next(p.parent for p in d.rglob("adapter_config.json"))
+        path = self._dir / f"lora-v{version}"
+        write_adapter(payload, path)
         old = self.lora_request
         self.lora_request = LoRARequest(f"agentrl-v{version}", version + 1, str(path))
         if old is not None:

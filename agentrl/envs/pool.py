@@ -31,6 +31,14 @@ class EnvFailure:
     error: str
 
 
+def forget_failed(slots: dict, keys: list[int], results: list) -> list:
+    """Forget the slot of every request that failed (its episode has ended); returns `results`."""
+    for slot, res in zip(keys, results):
+        if isinstance(res, EnvFailure):
+            slots.pop(slot, None)
+    return results
+
+
 @dataclass
 class _Slot:
     task: str
@@ -128,18 +136,12 @@ class EnvPool:
         for slot, task, seed in requests:
             self._slots[slot] = _Slot(task, seed)
         out = self._run([("reset", slot, (task, seed)) for slot, task, seed in requests])
-        for (slot, _, _), res in zip(requests, out):
-            if isinstance(res, EnvFailure):
-                self._slots.pop(slot, None)
-        return out
+        return forget_failed(self._slots, [r[0] for r in requests], out)
 
     def step(self, requests: list[tuple[int, str]]) -> list[Transition | EnvFailure]:
         """requests: (slot, action). Returns one Transition or EnvFailure per request."""
         out = self._run([("step", slot, action) for slot, action in requests])
-        for (slot, _), res in zip(requests, out):
-            if isinstance(res, EnvFailure):
-                self._slots.pop(slot, None)
-        return out
+        return forget_failed(self._slots, [r[0] for r in requests], out)
 
     def release(self, slot: int) -> None:
         """Forget a finished episode (its env stays cached in the worker for reuse)."""
@@ -219,6 +221,14 @@ class EnvPool:
         deadline: dict[int, float] = {}
 
         def send(w: int, batch: list) -> None:
+            p = self._procs[w]
+            if batch and p is not None and not p.is_alive() and not pending.get(w):
+                # it died between batches (killed from outside): nothing of this batch ran there, so
+                # no episode is to blame; rebuild the ones it hosted on the new worker first
+                self._kill(w)
+                rebuild = self._rebuild_requests(w, batch)
+                silent.update(r[0] for r in rebuild)
+                batch = rebuild + batch
             if batch:
                 self._ensure(w).send(batch)
                 pending.setdefault(w, []).extend(batch)
@@ -243,8 +253,8 @@ class EnvPool:
                 pending[w].remove(req)
                 deadline[w] = self._deadline(pending[w])
                 _, op, slot, arg = req
-                if ok and op == "step" and slot in self._slots:
-                    self._slots[slot].actions.append(arg)  # the log a rebuild re-plays
+                if ok and op == "step" and slot in self._slots and rid not in silent:
+                    self._slots[slot].actions.append(arg)  # the log a rebuild re-plays (kept whole)
                 if rid in silent:
                     if not ok:  # a rebuild failed: that episode is lost
                         self._drop_slot(w, slot, pending, results, f"could not rebuild env: {payload}")
@@ -274,6 +284,13 @@ class EnvPool:
         pending[w] = reqs
         self._drop_slot(w, culprit, pending, results, why)
         rest = [r for r in pending.pop(w, []) if r[0] not in silent]
+        rebuild = self._rebuild_requests(w, rest)
+        silent.update(r[0] for r in rebuild)
+        send(w, rebuild + rest)
+
+    def _rebuild_requests(self, w: int, rest: list) -> list:
+        """Requests that rebuild, on a new worker w, every episode it hosted (reset, then its logged
+        actions), except those `rest` resets anyway. Their results are not returned (silent)."""
         rebuild: list = []
         for slot, st in self._slots.items():
             if slot % self.n_workers != w:
@@ -283,9 +300,7 @@ class EnvPool:
                 continue  # it is being reset anyway
             self._rid += 1
             rebuild.append((self._rid, "reset", slot, (st.task, st.seed)))
-            actions, st.actions = st.actions, []  # re-logged as the rebuild steps come back
-            for a in actions:
+            for a in st.actions:
                 self._rid += 1
                 rebuild.append((self._rid, "step", slot, a))
-        silent.update(r[0] for r in rebuild)
-        send(w, rebuild + rest)
+        return rebuild

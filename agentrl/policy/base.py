@@ -26,6 +26,7 @@ class TurnContext:
     # other episodes share its batch — a resumed rollout redraws exactly what was lost. None:
     # the policy's own stream.
     sample_key: int | None = None
+    group_id: str = ""  # the episode's group (G episodes from one initial state)
 
 
 @dataclass

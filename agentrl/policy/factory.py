@@ -17,12 +17,15 @@ def make_policy(recipe: Recipe, greedy: bool, adapter_path: str | None = None, s
         return RandomPolicy(seed), "random"
     if recipe.policy == "expert":
         return ExpertPolicy(), "expert"
-    from agentrl.engines.factory import make_engine
+    from agentrl.engines.factory import make_engine, model_config, resolve_engine
     from agentrl.policy.llm import LLMPolicy
     from agentrl.policy.model import load_model, load_tokenizer
 
     name = f"llm:{recipe.model.path}"
-    if recipe.rollout.engine == "vllm" and not adapter_path:  # vLLM loads the weights itself
+    engine_name = recipe.rollout.engine
+    if engine_name == "auto":
+        engine_name = resolve_engine(recipe, model_config(recipe))
+    if engine_name == "vllm" and not adapter_path:  # vLLM loads the weights itself
         tokenizer = load_tokenizer(recipe.model.path)
         engine = make_engine(recipe, None, tokenizer, seed=seed)
         return LLMPolicy(engine, tokenizer, recipe.rollout, greedy=greedy, seed=seed), name

@@ -95,7 +95,9 @@ class LLMPolicy:
             seed = None if ctx.sample_key is None else turn_seed(self.seed, ctx.sample_key, ctx.t)
             prompts.append(prompt)
             requests.append(
-                Request(ctx.key, list(prompt.ids), list(obs.admissible) if constrained else None, seed, new)
+                Request(
+                    ctx.key, list(prompt.ids), list(obs.admissible) if constrained else None, seed, new, ctx.group_id
+                )
             )
         gens = self.engine.generate(requests, self.sampling) if requests else []
         return [self._action(c, p, r, g) for c, p, r, g in zip(contexts, prompts, requests, gens)]
