@@ -103,6 +103,7 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
     """Evaluate a policy on a suite's eval split; every turn is stored."""
     from agentrl.config import load_recipe
     from agentrl.evaluate import run_eval
+    from agentrl.stats import fmt_rate, wilson
     from agentrl.store.db import open_store
 
     adapter, parent = None, None
@@ -126,13 +127,13 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
         show_progress=not no_progress and not as_json,
     )
     if as_json:
-        _print_json(summary.as_dict())
+        _print_json({**summary.as_dict(), "success_ci": list(wilson(summary.won, summary.episodes))})
         return
     t = Table(title=f"eval run {summary.run_id}: {_lit(rec.name)} on {_lit(rec.env.suite)}")
     for col in (
         "policy",
         "episodes",
-        "success",
+        "success (95% CI)",
         "mean return",
         "mean length",
         "errors",
@@ -144,7 +145,7 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
     t.add_row(
         _lit(summary.policy),
         str(summary.episodes),
-        _pct(summary.success),
+        _lit(fmt_rate(summary.won, summary.episodes)),
         f"{summary.mean_return:.3f}",
         f"{summary.mean_length:.1f}",
         str(summary.errors),
@@ -188,6 +189,7 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
 @_json_option
 def runs_cmd(db, as_json):
     """List runs in the database."""
+    from agentrl.stats import fmt_rate
     from agentrl.store.db import open_store
     from agentrl.store.queries import list_runs
 
@@ -196,13 +198,13 @@ def runs_cmd(db, as_json):
         _print_json(rows)
         return
     t = Table(title=f"runs in {_lit(str(db))}")
-    for col in ("id", "name", "kind", "status", "created", "episodes", "eval success", "last iter"):
+    for col in ("id", "name", "kind", "status", "created", "episodes", "eval success (95% CI)", "last iter"):
         t.add_column(col)
     for r in rows:
         # a training run: held-out success before -> after training (its last eval); an eval run: its success
-        success = (
-            f"{_pct(r['eval_before'])} → {_pct(r['eval_success'])}" if r["kind"] == "train" else _pct(r["eval_success"])
-        )
+        success = fmt_rate(r["eval_won"], r["eval_episodes"])
+        if r["kind"] == "train":
+            success = f"{_pct(r['eval_before'])} → {success}"
         t.add_row(
             str(r["id"]),
             _lit(r["name"]),
@@ -210,7 +212,7 @@ def runs_cmd(db, as_json):
             r["status"],
             r["created_at"],
             str(r["episodes"]),
-            success,
+            _lit(success),
             "-" if r["last_iteration"] is None else str(r["last_iteration"]),
         )
     out.print(t)
@@ -239,6 +241,7 @@ def _short(text: str, n: int = 160) -> str:
 @_json_option
 def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db, as_json):
     """Show a run's episodes, or one episode's transcript with --episode."""
+    from agentrl.stats import fmt_rate
     from agentrl.store import queries as q
     from agentrl.store.db import open_store
 
@@ -305,7 +308,11 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
     n = len(eps)
     if n:
         won = sum(e.won for e in eps)
-        out.print(f"success {won}/{n} ({100 * won / n:.1f}%), mean return {sum(e.ret for e in eps) / n:.3f}")
+        out.print(
+            f"success {won}/{n} ({fmt_rate(won, n)}), mean return {sum(e.ret for e in eps) / n:.3f}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _episode_json(ep, steps: bool = True) -> dict:
@@ -566,6 +573,29 @@ def plot_cmd(run_refs, output, db):
     store = open_store(db, create=False, readonly=True)
     path = plot_run(store, run_refs[0], output) if len(run_refs) == 1 else plot_runs(store, list(run_refs), output)
     out.print(f"wrote {path}", markup=False, highlight=False)
+
+
+# -- compare -------------------------------------------------------------------------------
+@cli.command("compare", short_help="Compare runs: held-out success per method, paired differences.")
+@click.argument("run_refs", nargs=-1, required=True)
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="RUN",
+    help="The baseline: its method's runs (default: the first run's method).",
+)
+@click.option("--output", "-o", default=None, help="PNG path (default compare.png here).")
+@_db_option
+@_json_option
+def compare_cmd(run_refs, baseline, output, db, as_json):
+    """Held-out success of each run and of each method (mean over seeds, 95% intervals), and the
+    difference of every method to the baseline's, paired by seed and task (bootstrap 95% interval);
+    wall time and tokens per method. A table and a PNG."""
+    from agentrl.compare import compare
+    from agentrl.store.db import open_store
+
+    store = open_store(db, create=False, readonly=True)
+    compare(store, list(run_refs), baseline, output, as_json, out)
 
 
 # -- envs ----------------------------------------------------------------------------------

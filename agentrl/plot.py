@@ -3,10 +3,11 @@
 Reads only the `iterations` table (one row per iteration, metrics JSON). A train run
 stores iteration 0 = the held-out eval before training, then one row per training
 iteration with `success`, `return`, `loss`, `kl`, ... and `eval_success` /
-`eval_return` on iterations that had an eval. An eval run stores one row (index 0)
-whose metrics are `{"eval": {"success", "mean_return", ...}}`: `run_curves` reads it as a
-single eval point, and `plot_run` / `plot_runs` refuse it (one point on an iteration axis
-means nothing; `agentrl runs` / `inspect` show its result).
+`eval_return` on iterations that had an eval; `episodes` / `eval_episodes`, the episodes
+those success rates are of, give each point its 95% Wilson band. An eval run stores one
+row (index 0) whose metrics are `{"eval": {"success", "mean_return", ...}}`: `run_curves`
+reads it as a single eval point, and `plot_run` / `plot_runs` refuse it (one point on an
+iteration axis means nothing; `agentrl runs` / `inspect` show its result).
 
 Drawing uses matplotlib's object API on an Agg canvas (no pyplot, no global
 backend state, no display needed).
@@ -22,26 +23,31 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from agentrl.errors import UserError
+from agentrl.stats import wilson
 from agentrl.store import queries
 from agentrl.store.db import Store
 
 # (panel title, y label, train metric key, eval metric key or None)
 PANELS: list[tuple[str, str, str, str | None]] = [
-    ("Success rate", "success", "success", "eval_success"),
+    ("Success rate (shaded: 95% interval)", "success", "success", "eval_success"),
     ("Return", "mean return", "return", "eval_return"),
     ("Loss", "loss", "loss", None),
     ("Policy change (approx. KL to rollout policy)", "approx KL", "approx_kl", None),
 ]
+# success metric key -> the metric key of the number of episodes it is a rate of (for its 95% band)
+EPISODE_COUNTS = {"success": "episodes", "eval_success": "eval_episodes"}
 
 
 @dataclass
 class Curves:
-    """One run's series: metric key -> (iterations, values), only where the value is a number."""
+    """One run's series: metric key -> (iterations, values), only where the value is a number;
+    `episodes`: success metric key -> {iteration: episodes}, where the episode count is stored."""
 
     run_id: int
     label: str
     kind: str = "train"
     series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    episodes: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def _number(v) -> float | None:
@@ -57,6 +63,7 @@ def _flatten(metrics: dict) -> dict:
     if isinstance(ev, dict):
         out.setdefault("eval_success", ev.get("success"))
         out.setdefault("eval_return", ev.get("mean_return"))
+        out.setdefault("eval_episodes", ev.get("episodes"))
     return out
 
 
@@ -76,7 +83,25 @@ def run_curves(store: Store, run_ref: str | int) -> Curves:
                 xs, ys = curves.series.setdefault(k, ([], []))
                 xs.append(int(row["index"]))
                 ys.append(v)
+        for k, count_key in EPISODE_COUNTS.items():
+            n = _number(metrics.get(count_key))
+            if n and _number(metrics.get(k)) is not None:
+                curves.episodes.setdefault(k, {})[int(row["index"])] = int(n)
     return curves
+
+
+def wilson_band(c: Curves, key: str) -> tuple[list[int], list[float], list[float]]:
+    """(iterations, lo, hi) of the 95% Wilson interval of each point of series `key`; NaN where
+    the point's episode count is not known (a gap in the band)."""
+    xs, ys = c.series[key]
+    counts = c.episodes.get(key, {})
+    lo, hi = [], []
+    for x, y in zip(xs, ys):
+        n = counts.get(x)
+        a, b = wilson(round(y * n), n) if n else (math.nan, math.nan)
+        lo.append(a)
+        hi.append(b)
+    return xs, lo, hi
 
 
 def _plottable(c: Curves) -> Curves:
@@ -101,7 +126,8 @@ def _resolve_out(out_path: str | Path | None, default_name: str) -> Path:
 
 
 def draw(curves: list[Curves], title: str) -> Figure:
-    """A 2x2 figure, one panel per PANELS entry; each run one colour, train solid, eval dashed."""
+    """A 2x2 figure, one panel per PANELS entry; each run one colour, train solid, eval dashed;
+    success rates with a shaded 95% Wilson band."""
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2).flat
@@ -116,6 +142,8 @@ def draw(curves: list[Curves], title: str) -> Figure:
                 xs, ys = c.series[key]
                 label = f"{c.label} {what}" if several else what
                 ax.plot(xs, ys, style, color=colour, marker="o" if len(xs) < 30 else None, markersize=4, label=label)
+                if key in c.episodes:  # a success rate: its 95% Wilson band where the episode count is known
+                    ax.fill_between(*wilson_band(c, key), color=colour, alpha=0.15, linewidth=0)
                 drawn = True
         ax.set_title(name)
         ax.set_xlabel("iteration")

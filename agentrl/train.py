@@ -21,6 +21,7 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentrl.checks import check_model_device, checked_suite
 from agentrl.command import rollout_with_progress, sigterm_as_interrupt
@@ -39,6 +40,7 @@ from agentrl.policy.llm import LLMPolicy
 from agentrl.policy.model import base_model_reference, load_model, resolve_compute_dtype
 from agentrl.rollout import EpisodeSpec, RolloutStats, group_specs, request_stop
 from agentrl.runtime import make_pool
+from agentrl.stats import fmt_rate, paired_bootstrap
 from agentrl.store import queries as q
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
@@ -46,11 +48,22 @@ from agentrl.store.records import EpisodeRecord
 
 @dataclass
 class TrainSummary:
+    """A finished run's held-out success before training (iteration 0) and after (its last eval):
+    rates, won episodes (`*_won`) of `*_n`, and `change`: (mean, lo, hi) of the per-task change
+    with its 95% paired-bootstrap interval over the `paired_tasks` tasks both evals played (None
+    when they share none)."""
+
     run_id: int
     iterations: int
     eval_before: float | None
     eval_after: float | None
     wall_s: float
+    before_won: int = 0
+    before_n: int = 0
+    after_won: int = 0
+    after_n: int = 0
+    change: tuple[float, float, float] | None = None
+    paired_tasks: int = 0
 
 
 def credit_episodes(recs: list[EpisodeRecord]) -> list[CreditEpisode]:
@@ -383,9 +396,13 @@ class Trainer:
             ev = self.evaluate(run_id, 0)
             self.store.add_iteration(run_id, 0, ev.as_dict(), {"eval": ev.wall_s})
             before = ev.success
-            self.console.print(f"held-out success before training: {100 * before:.1f}% ({ev.episodes} episodes)")
+            self.console.print(
+                f"held-out success before training: {fmt_rate(round(before * ev.episodes), ev.episodes)} "
+                f"({ev.episodes} episodes)",
+                markup=False,
+                highlight=False,
+            )
         table = _IterationPrinter(self.console)
-        after = None
         # train.max_staleness > 0: one rollout thread runs up to that many iterations ahead of the
         # learner; rollout j is queued once update j - 1 - max_staleness is published, so its weights
         # are at most max_staleness updates old
@@ -401,7 +418,7 @@ class Trainer:
                     res = self.iteration(run_id, it, queued.pop(it).result())
                 else:
                     res = self.iteration(run_id, it)
-                after = self._finish_iteration(run_id, it, res, t0, ckpt_root, table, after)
+                self._finish_iteration(run_id, it, res, t0, ckpt_root, table)
         except BaseException:
             if rollouts is not None:  # end the rollout thread at its next turn boundary
                 request_stop()
@@ -409,10 +426,10 @@ class Trainer:
         finally:
             if rollouts is not None:
                 rollouts.shutdown(wait=True, cancel_futures=True)
-        return TrainSummary(run_id, r.train.iterations, before, after, time.perf_counter() - t_start)
+        return train_summary(self.store, run_id, r.train.iterations, time.perf_counter() - t_start)
 
-    def _finish_iteration(self, run_id, it, res, t0, ckpt_root, table, after):
-        """Checkpoint, eval when due, store and print the iteration; returns the latest eval success."""
+    def _finish_iteration(self, run_id, it, res, t0, ckpt_root, table) -> None:
+        """Checkpoint, eval when due, store and print the iteration."""
         r = self.recipe
         provider = self.credit.provider
         last = it == r.train.iterations
@@ -434,12 +451,10 @@ class Trainer:
         if last or (r.train.eval_every and it % r.train.eval_every == 0):
             res.eval = self.evaluate(run_id, it)
             res.wall.eval = res.eval.wall_s
-            after = res.eval.success
         res.wall.total = time.perf_counter() - t0
         metrics, wall = res.metrics(), res.wall.as_dict()
         self.store.add_iteration(run_id, it, metrics, wall)
         table.row(it, metrics, wall)
-        return after
 
 
 def _compact(v: float, width: int, rate: bool = False) -> str:
@@ -463,7 +478,8 @@ class _IterationPrinter:
     """One line per training iteration, at most 100 columns: success %, mean return and length,
     the update's loss / approx. KL / clip fraction / entropy / gradient norm, tokens per second
     generating (gen/s) and learning (learn/s), held-out success when the iteration had an eval,
-    and the wall time of rollout / update / eval."""
+    and the wall time of rollout / update / eval. No 95% intervals here (they would not fit the
+    100 columns): the training summary, `agentrl runs` and `agentrl plot` show them."""
 
     # header, metric key, width, kind (pct | num | rate)
     COLS = [
@@ -570,13 +586,52 @@ def run_train(
     return summary
 
 
+def train_summary(store: Store, run_id: int, iterations: int, wall_s: float) -> TrainSummary:
+    """The run's held-out success before training and at its last eval, read from the store, with
+    the per-task change before -> after paired by task (paired bootstrap)."""
+    counts = q.eval_counts(store, run_id)  # iteration -> (episodes, won)
+    last = max((i for i in counts if i > 0), default=None)
+    bn, bwon = counts.get(0, (0, 0))
+    an, awon = counts[last] if last is not None else (0, 0)
+    diffs = q.eval_change_by_task(store, run_id)
+    return TrainSummary(
+        run_id,
+        iterations,
+        bwon / bn if bn else None,
+        awon / an if an else None,
+        wall_s,
+        bwon,
+        bn,
+        awon,
+        an,
+        paired_bootstrap(diffs) if diffs else None,
+        len(diffs),
+    )
+
+
+def _change(s: TrainSummary) -> str:
+    """'+12.5 pts [3.1, 21.9]': after minus before, with the paired interval when there is one."""
+    if s.eval_before is None or s.eval_after is None:
+        return "-"
+    text = f"{100 * (s.eval_after - s.eval_before):+.1f} pts"
+    if s.change is not None:
+        text += f" [{100 * s.change[1]:+.1f}, {100 * s.change[2]:+.1f}]"
+    return text
+
+
 def summary_table(s: TrainSummary) -> Table:
-    t = Table(title=f"training run {s.run_id}: held-out success")
+    how = f"paired bootstrap over {s.paired_tasks} tasks" if s.change is not None else "none (no task in both evals)"
+    t = Table(
+        title=f"training run {s.run_id}: held-out success",
+        caption=Text(f"95% intervals: Wilson; change: {how}"),
+    )
     for c in ("before", "after", "change", "iterations", "wall"):
         t.add_column(c, justify="right")
-    fmt = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    change = (
-        "-" if s.eval_before is None or s.eval_after is None else f"{100 * (s.eval_after - s.eval_before):+.1f} pts"
+    t.add_row(
+        Text(fmt_rate(s.before_won, s.before_n)),
+        Text(fmt_rate(s.after_won, s.after_n)),
+        Text(_change(s)),
+        str(s.iterations),
+        f"{s.wall_s / 60:.1f} min",
     )
-    t.add_row(fmt(s.eval_before), fmt(s.eval_after), change, str(s.iterations), f"{s.wall_s / 60:.1f} min")
     return t

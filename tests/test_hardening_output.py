@@ -348,6 +348,95 @@ def test_runs_shows_before_and_after_for_training_runs(tmp_path, capsys):
     assert rows[train]["eval_success"] == 0.75 and rows[train]["eval_before"] == 0.25
     assert rows[train]["eval_iteration"] == 3 and rows[train]["eval_episodes"] == 4
     assert rows[ev]["eval_success"] == 0.25 and rows[ev]["eval_before"] is None
+    # issue 14: the after's (or the eval run's) 95% Wilson interval, and the numbers in --json
+    from agentrl.stats import fmt_rate, wilson
+
+    assert f"25.0% → {fmt_rate(3, 4)}" in train_line and fmt_rate(1, 4) in ev_line
+    assert rows[train]["eval_won"] == 3 and rows[train]["eval_ci"] == pytest.approx(list(wilson(3, 4)))
+    assert rows[train]["eval_before_won"] == 1 and rows[train]["eval_before_episodes"] == 4
+    assert rows[train]["eval_before_ci"] == pytest.approx(list(wilson(1, 4)))
+    assert rows[ev]["eval_ci"] == pytest.approx(list(wilson(1, 4))) and rows[ev]["eval_before_ci"] is None
+
+
+# ---------------------------------------------------------------- issue 14: 95% intervals
+
+
+def test_training_summary_has_intervals_and_a_paired_change(tmp_path):
+    """Issue 14: the training summary shows before and after with Wilson intervals, and the
+    change with a paired bootstrap interval over the eval tasks played both times."""
+    from rich.console import Console
+
+    from agentrl.stats import fmt_rate, paired_bootstrap
+    from agentrl.store import queries as q
+    from agentrl.train import summary_table, train_summary
+
+    store = open_store(tmp_path / "r.db")
+    run = _train_run(store, before=(1, 4), after=(3, 4))  # the same 4 tasks: won [1,0,0,0] -> [1,1,1,0]
+    assert q.eval_change_by_task(store, run) == [0.0, 1.0, 1.0, 0.0]
+    s = train_summary(store, run, 3, 90.0)
+    assert (s.before_won, s.before_n, s.after_won, s.after_n, s.paired_tasks) == (1, 4, 3, 4, 4)
+    assert (s.eval_before, s.eval_after) == (0.25, 0.75)
+    assert s.change == paired_bootstrap([0.0, 1.0, 1.0, 0.0])
+    buf = StringIO()
+    Console(file=buf, width=160, color_system=None).print(summary_table(s))
+    text = buf.getvalue()
+    _, lo, hi = s.change
+    assert fmt_rate(1, 4) in text and fmt_rate(3, 4) in text
+    assert f"+50.0 pts [{100 * lo:+.1f}, {100 * hi:+.1f}]" in text
+    assert "change: paired bootstrap over 4 tasks" in text and "1.5 min" in text
+
+    # no task in common: the difference without an interval, and the caption says why
+    other = store.create_run("other", "name: other\n", kind="train")
+    store.write_episode(_episode(iteration=0, won=False, task="toy/pick-4/seed-1"), other)
+    store.write_episode(_episode(iteration=2, won=True, task="toy/pick-4/seed-2"), other)
+    s = train_summary(store, other, 2, 6.0)
+    assert s.change is None and s.paired_tasks == 0
+    buf = StringIO()
+    Console(file=buf, width=160, color_system=None).print(summary_table(s))
+    text = buf.getvalue()
+    assert "+100.0 pts │" in text and fmt_rate(0, 1) in text and "none (no task in both evals)" in text
+    # a run without any eval: dashes
+    s = train_summary(store, store.create_run("none", "name: none\n", kind="train"), 1, 1.0)
+    assert s.eval_before is None and s.change is None
+    store.close()
+
+
+def test_eval_and_inspect_print_wilson_intervals(tmp_path, capsys, suites_dir):
+    """Issue 14: `agentrl eval`'s success column and `--json`, and `agentrl inspect RUN`'s summary
+    line, give the 95% Wilson interval of the success rate."""
+    import yaml
+
+    from agentrl.stats import fmt_rate, wilson
+    from agentrl.store import queries as q
+
+    (suites_dir / "four.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "four",
+                "env": "toy",
+                "train": {"pattern": "toy/pick-4/seed-{i}", "seeds": [0, 1]},
+                "eval": {"pattern": "toy/pick-4/seed-{i}", "seeds": [100, 103]},
+            }
+        )
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "four", "env": {"suite": "four", "workers": 0}, "policy": "random"}))
+    db = str(tmp_path / "r.db")
+    code, out, err = run_cli(["eval", str(recipe), "--db", db, "--no-progress"], capsys)
+    assert code == 0, err
+    store = open_store(db, create=False, readonly=True)
+    row = q.list_runs(store)[0]
+    n, won = q.eval_counts(store, row["id"])[0]
+    store.close()
+    assert n == 4 and "success (95% CI)" in out
+    assert fmt_rate(won, n) in out, out
+    code, out, err = run_cli(["eval", str(recipe), "--db", db, "--no-progress", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["success_ci"] == pytest.approx(list(wilson(data["won"], data["episodes"])))
+    code, out, err = run_cli(["inspect", str(row["id"]), "--db", db], capsys)
+    assert code == 0, err
+    assert f"success {won}/{n} ({fmt_rate(won, n)}), mean return" in out, out
 
 
 # ---------------------------------------------------------------- defect 10: replay --failed

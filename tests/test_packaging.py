@@ -19,7 +19,15 @@ from click.testing import CliRunner
 from conftest import ROOT, run_cli
 
 SUITES = ("alfworld", "alfworld-small", "textworld-w2-o3-q4", "toy-chain", "toy-pick", "tw-coin-l1", "tw-quick")
-RECIPES = ("alfworld-gpu", "alfworld-small-llm", "quickstart", "tw-quick-expert", "tw-quick-llm", "tw-quick-random")
+RECIPES = (
+    "alfworld-gpu",
+    "alfworld-small-llm",
+    "credit-study",
+    "quickstart",
+    "tw-quick-expert",
+    "tw-quick-llm",
+    "tw-quick-random",
+)
 
 
 @pytest.fixture(scope="module")

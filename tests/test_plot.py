@@ -48,6 +48,42 @@ def test_curves_follow_the_iterations_table(store):
     assert c.series["eval_success"] == ([0, 2, 4], pytest.approx([0.25, 0.45, 0.65]))
     assert c.series["eval_return"][1] == pytest.approx([0.5, 0.7, 0.9])
     assert "episodes" not in c.series
+    # the episode counts of the success points (train: `episodes`; eval: `eval_episodes`, stored at 0 only)
+    assert c.episodes == {"success": {1: 16, 2: 16, 3: 16, 4: 16}, "eval_success": {0: 8}}
+
+
+def test_success_bands_are_wilson_intervals(store):
+    """Issue 14: each success point whose episode count is known gets its 95% Wilson interval;
+    points without one leave a gap (NaN) in the band."""
+    import math
+
+    from agentrl.plot import wilson_band
+    from agentrl.stats import wilson
+
+    c = run_curves(store, add_train_run(store))
+    xs, lo, hi = wilson_band(c, "success")
+    assert xs == [1, 2, 3, 4]
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        k = round(0.1 * (i + 1) * 16)
+        assert (a, b) == pytest.approx(wilson(k, 16))
+        assert a <= 0.1 * (i + 1) <= b
+    xs, lo, hi = wilson_band(c, "eval_success")
+    assert xs == [0, 2, 4] and (lo[0], hi[0]) == pytest.approx(wilson(2, 8))
+    assert all(math.isnan(v) for v in lo[1:] + hi[1:])
+
+
+def test_the_success_panel_is_shaded(store, tmp_path, monkeypatch):
+    """The success panel draws one band per success curve with known counts (fill_between)."""
+    from matplotlib.axes import Axes
+
+    from agentrl import plot
+
+    calls = []
+    real = Axes.fill_between
+    monkeypatch.setattr(Axes, "fill_between", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    run = add_train_run(store)
+    plot.plot_run(store, run, tmp_path / "c.png")
+    assert [list(a[0]) for a in calls] == [[1, 2, 3, 4], [0, 2, 4]]
 
 
 def test_plot_run_writes_a_png(store, tmp_path):
@@ -103,6 +139,7 @@ def test_eval_run_is_one_eval_point(store):
     store.add_iteration(run, 0, {"eval": {"success": 0.375, "mean_return": 1.25, "episodes": 8}}, {"eval": 2.0})
     c = run_curves(store, run)
     assert c.series == {"eval_success": ([0], [0.375]), "eval_return": ([0], [1.25])}
+    assert c.episodes == {"eval_success": {0: 8}}
 
 
 def test_plot_runs_compares_several(store, tmp_path):

@@ -23,9 +23,9 @@ def test_bundled_suites(bundled):
     assert {"textworld-w2-o3-q4", "tw-coin-l1", "tw-quick", "toy-pick", "toy-chain"} <= names
     s = load_suite("textworld-w2-o3-q4")
     assert s.env == "textworld" and s.description
-    assert len(s.train) == 64 and len(s.eval) == 32
+    assert len(s.train) == 64 and len(s.eval) == 64
     assert (s.train[0], s.train[-1]) == ("textworld/w2-o3-q4/seed-0", "textworld/w2-o3-q4/seed-63")
-    assert (s.eval[0], s.eval[-1]) == ("textworld/w2-o3-q4/seed-1000", "textworld/w2-o3-q4/seed-1031")
+    assert (s.eval[0], s.eval[-1]) == ("textworld/w2-o3-q4/seed-1000", "textworld/w2-o3-q4/seed-1063")
     pick = load_suite("toy-pick")
     assert pick.train[5] == "toy/pick-4/seed-5" and len(pick.eval) == 32
     assert load_suite("toy-chain").train[0] == "toy/chain-3/seed-0"

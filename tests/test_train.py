@@ -94,6 +94,14 @@ def test_learns_trivial_env_from_chance(tmp_path, suites_dir, tiny_model_dir, ca
     after = json.loads(rows[12])["eval_success"]
     assert before <= 0.5, before  # chance is 25%
     assert after >= 0.9, (before, after)
+    # issue 14: the summary gives before and after with 95% Wilson intervals, and the change with a
+    # paired bootstrap interval over the 32 eval tasks played both times
+    from agentrl.stats import fmt_rate
+
+    summary = out[out.index("training run 1: held-out success") :]
+    assert fmt_rate(round(32 * before), 32) in summary and fmt_rate(round(32 * after), 32) in summary, summary
+    assert f"{100 * (after - before):+.1f} pts [" in summary and "paired bootstrap over 32 tasks" in summary, summary
+    assert f"held-out success before training: {fmt_rate(round(32 * before), 32)} (32 episodes)" in err
     # ~20 s on an idle 2-core machine (the issue's budget is 90 s); not asserted: timings are benchmarks' job
     # every train step was stored with its tokens and its advantage
     n_steps = con.execute(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Integer, cast, func, select
 
 from agentrl.errors import UserError
+from agentrl.stats import wilson
 from agentrl.store.codec import decode_floats, decode_ids
 from agentrl.store.db import Store
 from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iteration, Run, StepRow
@@ -34,12 +36,45 @@ def display_status(run: Run) -> str:
     return run.status
 
 
+def _eval_counts(s, run_id: int | None = None) -> dict[int, dict[int, tuple[int, int]]]:
+    """run -> iteration -> (eval episodes, won) of the runs' held-out evals (of one run if given)."""
+    q = (
+        select(
+            EpisodeRow.run_id,
+            EpisodeRow.iteration,
+            func.count(EpisodeRow.id),
+            func.sum(cast(EpisodeRow.won, Integer)),
+        )
+        .where(EpisodeRow.split == "eval")
+        .group_by(EpisodeRow.run_id, EpisodeRow.iteration)
+    )
+    if run_id is not None:
+        q = q.where(EpisodeRow.run_id == run_id)
+    evals: dict[int, dict[int, tuple[int, int]]] = {}
+    for rid, it, n, won in s.execute(q):
+        evals.setdefault(rid, {})[it] = (n, won or 0)
+    return evals
+
+
+def eval_counts(store: Store, run_id: int) -> dict[int, tuple[int, int]]:
+    """iteration -> (eval episodes, won) of one run's held-out evals."""
+    with store.session() as s:
+        return _eval_counts(s, run_id).get(run_id, {})
+
+
+def _ci(won: int, n: int) -> list[float] | None:
+    """The 95% Wilson interval [lo, hi] of won / n; None without episodes."""
+    return list(wilson(won, n)) if n else None
+
+
 def list_runs(store: Store) -> list[dict[str, Any]]:
     """Runs with their episode counts and held-out success. A training run evaluates before
     training (iteration 0), maybe every `eval_every` iterations, and after its last iteration:
     `eval_success` is its last eval after iteration 0 (None until there is one), `eval_before`
     the one at iteration 0. An eval run has one eval: `eval_success`, and `eval_before` None.
-    `eval_iteration` / `eval_episodes`: the iteration and size of the eval `eval_success` is of."""
+    `eval_iteration` / `eval_episodes`: the iteration and size of the eval `eval_success` is of;
+    `eval_before_episodes` the size of the one before; `eval_won` / `eval_before_won` their won
+    episodes and `eval_ci` / `eval_before_ci` the 95% Wilson intervals [lo, hi] of their success."""
     with store.session() as s:
         runs = s.scalars(select(Run).order_by(Run.id)).all()
         stats = {
@@ -53,23 +88,12 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
                 ).group_by(EpisodeRow.run_id)
             )
         }
-        evals: dict[int, dict[int, tuple[int, int]]] = {}  # run -> iteration -> (episodes, won)
-        for run_id, it, n, won in s.execute(
-            select(
-                EpisodeRow.run_id,
-                EpisodeRow.iteration,
-                func.count(EpisodeRow.id),
-                func.sum(cast(EpisodeRow.won, Integer)),
-            )
-            .where(EpisodeRow.split == "eval")
-            .group_by(EpisodeRow.run_id, EpisodeRow.iteration)
-        ):
-            evals.setdefault(run_id, {})[it] = (n, won or 0)
+        evals = _eval_counts(s)
     out = []
     for r in runs:
         n, won, last_it = stats.get(r.id, (0, 0, None))
         ev = evals.get(r.id, {})
-        before = ev.get(0) if r.kind == "train" else None
+        bn, bwon = ev.get(0, (0, 0)) if r.kind == "train" else (0, 0)
         final_it = max((i for i in ev if r.kind != "train" or i > 0), default=None)
         en, ewon = ev[final_it] if final_it is not None else (0, 0)
         out.append(
@@ -82,11 +106,44 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
                 "episodes": n or 0,
                 "eval_episodes": en,
                 "eval_success": ewon / en if en else None,
+                "eval_won": ewon,
+                "eval_ci": _ci(ewon, en),
                 "eval_iteration": final_it,
-                "eval_before": before[1] / before[0] if before else None,
+                "eval_before": bwon / bn if bn else None,
+                "eval_before_episodes": bn,
+                "eval_before_won": bwon,
+                "eval_before_ci": _ci(bwon, bn),
                 "last_iteration": last_it,
             }
         )
+    return out
+
+
+def eval_change_by_task(store: Store, run_id: int) -> list[float]:
+    """Per eval task (sorted by task id), the change of held-out success from the eval before
+    training (iteration 0) to the run's last eval: won after minus won before, averaged over the
+    group samples both evals played (matched by task id and sample index). Empty when the run
+    lacks either eval or they share no task."""
+    its = episode_iterations(store, run_id, split="eval")
+    if not its or its[0] != 0 or its[-1] == 0:
+        return []
+    before = _won_by_sample(episodes(store, run_id, iteration=0, split="eval"))
+    after = _won_by_sample(episodes(store, run_id, iteration=its[-1], split="eval"))
+    per_task: dict[str, list[float]] = {}
+    for key in sorted(before.keys() & after.keys()):
+        per_task.setdefault(key[0], []).append(after[key] - before[key])
+    return [sum(d) / len(d) for d in per_task.values()]
+
+
+def _won_by_sample(recs: list[EpisodeRecord]) -> dict[tuple[str, int, int], float]:
+    """(task id, sample index, repeat) -> 1.0 won / 0.0 not; `repeat` counts a task played more
+    than once with the same sample index (an eval split that lists a task twice)."""
+    seen: Counter = Counter()
+    out = {}
+    for r in recs:
+        key = (r.task_id, int(r.info.get("sample", 0)))
+        out[(*key, seen[key])] = float(r.won)
+        seen[key] += 1
     return out
 
 
