@@ -100,6 +100,14 @@ class _Req:
     dropped: bool = False  # its episode ended meanwhile: the result is ignored (the call still runs)
 
 
+def _never_ran(e: BaseException) -> bool:
+    """Whether Ray says the actor never ran a task (cancelled before it started, unschedulable), as
+    opposed to a process that started, ran requests and then died (an os._exit in an env loses the
+    replies it had not sent yet, its first answer included)."""
+    text = str(e)
+    return "never ran" in text or "before it started" in text or type(e).__name__ == "ActorUnschedulableError"
+
+
 def _death_reason(e: BaseException) -> tuple[str, str | None]:
     """A short reason and the node IP (if Ray says) from a Ray error about a dead actor."""
     ip = None
@@ -316,8 +324,10 @@ class RayEnvPool:
                     try:
                         self._ips[a] = ray.get(self._ready[a])
                     except Exception as e:
-                        reason, _ = _death_reason(e)
-                        failed[a] = ("lost", f"env actor did not start: {reason}")
+                        if _never_ran(e):  # e.g. placed on a node that was dying: nothing ran there
+                            failed[a] = ("lost", f"env actor did not start: {_death_reason(e)[0]}")
+                        else:  # it ran, then its process died before its first answer reached us
+                            failed[a] = ("died", self._died(a, e))
                         continue
                     self._started[a] = True
                     self._start_tries[a] = 0
