@@ -114,7 +114,15 @@ def _plottable(c: Curves) -> Curves:
     return c
 
 
-def _resolve_out(out_path: str | Path | None, default_name: str) -> Path:
+def literal(text: str) -> str:
+    """`text` (a run name, a method: from the user or the store) as matplotlib draws it literally:
+    a '$' would otherwise start mathtext, and an unbalanced formula fails the whole figure."""
+    return text.replace("$", r"\$")
+
+
+def resolve_out(out_path: str | Path | None, default_name: str) -> Path:
+    """The PNG path to write: `out_path` (a directory gets `default_name` inside it) or `default_name`
+    here; a missing directory or a name not ending in .png is a UserError."""
     out = Path(out_path) if out_path is not None else Path(default_name)
     if out.is_dir():
         out = out / default_name
@@ -140,7 +148,7 @@ def draw(curves: list[Curves], title: str) -> Figure:
                 if key is None or key not in c.series:
                     continue
                 xs, ys = c.series[key]
-                label = f"{c.label} {what}" if several else what
+                label = literal(f"{c.label} {what}") if several else what
                 ax.plot(xs, ys, style, color=colour, marker="o" if len(xs) < 30 else None, markersize=4, label=label)
                 if key in c.episodes:  # a success rate: its 95% Wilson band where the episode count is known
                     ax.fill_between(*wilson_band(c, key), color=colour, alpha=0.15, linewidth=0)
@@ -156,7 +164,7 @@ def draw(curves: list[Curves], title: str) -> Figure:
             ax.xaxis.get_major_locator().set_params(integer=True)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-    fig.suptitle(title)
+    fig.suptitle(literal(title))
     return fig
 
 
@@ -167,7 +175,7 @@ def plot_run(store: Store, run_ref: str | int, out_path: str | Path | None = Non
     given as `out_path` gets that name inside it)."""
     c = _plottable(run_curves(store, run_ref))
     name = c.label.rsplit(" #", 1)[0]
-    out = _resolve_out(out_path, f"{_safe(name)}-{c.run_id}.png")
+    out = resolve_out(out_path, f"{_safe(name)}-{c.run_id}.png")
     draw([c], f"run {c.run_id}: {name}").savefig(out, dpi=100)
     return out
 
@@ -180,7 +188,7 @@ def plot_runs(store: Store, run_refs: list[str | int], out_path: str | Path | No
         raise UserError("no runs given to compare")
     curves = [_plottable(run_curves(store, ref)) for ref in run_refs]
     ids = "-".join(str(c.run_id) for c in curves)
-    out = _resolve_out(out_path, f"compare-{ids}.png")
+    out = resolve_out(out_path, f"compare-{ids}.png")
     draw(curves, "runs " + ", ".join(c.label for c in curves)).savefig(out, dpi=100)
     return out
 

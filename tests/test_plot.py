@@ -151,3 +151,11 @@ def test_plot_runs_compares_several(store, tmp_path):
     assert out.read_bytes() != single.read_bytes()  # the second run's curves are drawn too
     with pytest.raises(UserError, match="no iterations"):
         plot_runs(store, [a, store.create_run("empty", "", kind="train")], tmp_path / "y.png")
+
+
+def test_run_names_are_drawn_literally(store, tmp_path):
+    """A '$' in a run name is text, not mathtext: an unbalanced formula used to fail the whole figure."""
+    a = add_train_run(store, "a$^$")
+    b = add_train_run(store, "cost $x_1$")
+    assert png_size(plot_run(store, a, tmp_path / "a.png")) == (1100, 750)
+    assert png_size(plot_runs(store, [a, b], tmp_path / "ab.png")) == (1100, 750)
