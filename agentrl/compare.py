@@ -278,27 +278,13 @@ def methods_table(methods: list[dict[str, Any]], baseline: str) -> Table:
 
 
 # -- the PNG ---------------------------------------------------------------------------------
-def _mpl_text(s: str) -> str:
-    """A literal string for matplotlib: '$' would start mathtext."""
-    return s.replace("$", r"\$")
-
-
-def resolve_png(output: str | Path | None) -> Path:
-    out = Path(output) if output is not None else Path(DEFAULT_PNG)
-    if out.is_dir():
-        out = out / DEFAULT_PNG
-    if not out.parent.exists():
-        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
-    if out.suffix.lower() != ".png":
-        raise UserError(f"cannot write {out}: the output must be a .png file")
-    return out
-
-
 def draw(runs: list[RunSummary], methods: list[dict[str, Any]], baseline: str):
     """A bar per method (mean held-out success) with its 95% interval as error bar and one point
     per run (seed) on it; the x labels carry the paired difference to the baseline."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from agentrl.plot import literal
 
     fig = Figure(figsize=(max(4.5, 1.6 * len(methods) + 2), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -316,19 +302,19 @@ def draw(runs: list[RunSummary], methods: list[dict[str, Any]], baseline: str):
         offsets = [0.0] if len(pts) == 1 else [-0.2 + 0.4 * k / (len(pts) - 1) for k in range(len(pts))]
         for dx, r in zip(offsets, pts):
             ax.plot(x + dx, 100 * r.success, "o", color="black", markersize=5, zorder=3)
-            label = _mpl_text(f"s{r.seed}")
+            label = literal(f"s{r.seed}")
             ax.annotate(label, (x + dx, 100 * r.success), xytext=(4, 2), textcoords="offset points", fontsize=7)
     labels = []
     for m in methods:
         d = m["diff"]
         extra = "baseline" if d is None else ("no pairs" if d["mean"] is None else f"{100 * d['mean']:+.1f} pp vs base")
-        labels.append(_mpl_text(f"{m['method']} (n={m['n']})\n{extra}"))
+        labels.append(literal(f"{m['method']} (n={m['n']})\n{extra}"))
     ax.set_xticks(xs, labels)
     ax.set_ylim(0, 105)
     ax.set_ylabel("held-out success after training (%)")
     ax.grid(True, axis="y", alpha=0.3)
     suite = runs[0].suite if runs else ""
-    ax.set_title(_mpl_text(f"{suite}: mean over seeds, 95% interval (baseline {baseline})"), fontsize=10)
+    ax.set_title(literal(f"{suite}: mean over seeds, 95% interval (baseline {baseline})"), fontsize=10)
     return fig
 
 
@@ -434,7 +420,9 @@ def compare(
     methods = summarise_methods(runs, base_method)
     path = None
     if output is not None or not as_json:
-        path = resolve_png(output)
+        from agentrl.plot import resolve_out
+
+        path = resolve_out(output, DEFAULT_PNG)
         try:
             draw(runs, methods, base_method).savefig(path, dpi=100)
         except OSError as e:
