@@ -90,12 +90,11 @@ def group_specs(
 def _placement(pool, policy, slot: int) -> dict[str, str]:
     """{"env": node, "engine": node} of a remote env pool / engine, where they say (Ray runtime)."""
     out = {}
-    env_node = getattr(pool, "placement", None)
-    engine_node = getattr(getattr(policy, "engine", None), "placement", None)
-    if callable(env_node) and env_node(slot):
-        out["env"] = env_node(slot)
-    if callable(engine_node) and engine_node(slot):
-        out["engine"] = engine_node(slot)
+    for where, owner in (("env", pool), ("engine", getattr(policy, "engine", None))):
+        placement = getattr(owner, "placement", None)
+        node = placement(slot) if callable(placement) else None
+        if node:
+            out[where] = node
     return out
 
 

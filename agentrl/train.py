@@ -321,12 +321,10 @@ class Trainer:
         r = self.recipe
         method, provider = self.credit
         wall = Timings()
+        seed_iteration(r.seed, it)  # every global RNG (dropout, learned parts) from (seed, iteration)
         if collected is None:  # synchronous: roll out now, with the weights of update it - 1
-            seed_iteration(r.seed, it)  # every global RNG (dropout, learned parts) from (seed, iteration)
             collected = self.collect(run_id, it)
-        else:  # rolled out ahead, in the rollout thread
-            seed_iteration(r.seed, it)
-        recs, stats, wall.rollout = collected
+        recs, stats, wall.rollout = collected  # else rolled out ahead, in the rollout thread
 
         t0 = time.perf_counter()
         recs = [e for e in recs if e.status != "error"]

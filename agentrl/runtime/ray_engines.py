@@ -127,7 +127,6 @@ class RayEngine:
             num_gpus=res.pop("GPU", 0.0),
             resources=res or None,
             max_concurrency=1,
-            name=None,
         )
         if self.cfg.spread:
             opts["scheduling_strategy"] = "SPREAD"
