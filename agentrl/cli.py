@@ -527,37 +527,90 @@ def _replay_with_policy(store, episode_id, policy_ref, from_step, failed_run, ev
 
 
 # -- export --------------------------------------------------------------------------------
-@cli.command("export", short_help="Export a run as JSON lines.")
+@cli.command("export", short_help="Export a run: jsonl, parquet or SFT chats.")
 @click.argument("run_ref")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jsonl"]),
+    type=click.Choice(["jsonl", "parquet", "sft"]),
     default="jsonl",
-    help="Output format: jsonl, one JSON object per line (the only format so far).",
+    help="jsonl: a run header, then one JSON object per episode with everything stored (default); "
+    "parquet: one row per step (needs -o FILE and the parquet extra); "
+    "sft: one chat-messages record per policy turn (JSON lines) for supervised fine-tuning.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-", help="Output file (default stdout)."
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Output file (default stdout; parquet needs a file).",
 )
+@click.option("--iteration", type=int, default=None, help="Only episodes of this iteration.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "eval"]),
+    default=None,
+    help="Only episodes of this split: train (training rollouts) or eval (held-out evaluations).",
+)
+@click.option("--won", is_flag=True, help="Only won episodes.")
 @_db_option
-def export_cmd(run_ref, fmt, output, db):
-    """Export a run as JSON lines: a run header, then every episode with its steps.
+def export_cmd(run_ref, fmt, output, iteration, split, won, db):
+    """Export a run as JSON lines, Parquet or SFT chat records.
 
-    The header holds the recipe, the metrics of every iteration and the checkpoints; each
-    step holds its token ids, log-probs, stored advantages and signals. Field names are
-    documented in agentrl/store/export.py."""
+    jsonl: a run header (the recipe, the metrics of every iteration, the checkpoints), then every
+    episode with its steps: token ids, log-probs, stored advantages and signals (fields in
+    agentrl/store/export.py).
+
+    parquet: one row per step with the run's and episode's fields repeated, one adv_<method>
+    column per credit method (columns in agentrl/store/export_parquet.py).
+
+    sft: one {"messages": [...]} record per policy turn: the prompt the policy saw at that turn
+    as chat messages, ending with its action (rendering in agentrl/store/export_sft.py).
+
+    --iteration, --split and --won select the episodes of every format."""
     from agentrl.store import queries as q
     from agentrl.store.db import open_store
-    from agentrl.store.export import export_jsonl
 
+    if fmt == "parquet":
+        if output in (None, "-"):
+            raise UserError("--format parquet needs an output file: -o FILE.parquet (it cannot go to stdout)")
+        from agentrl.store.export_parquet import _pyarrow
+
+        _pyarrow()  # a missing extra is said before any work
     store = open_store(db, create=False, readonly=True)
     run = q.get_run(store, run_ref)
+    sel = dict(iteration=iteration, split=split, won=True if won else None)
+    if fmt == "parquet":
+        from agentrl.store.export_parquet import export_parquet
+
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise UserError(f"cannot write {output}: no directory {parent}")
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {output}: {parent} is not writable")
+        n_eps, n_rows = export_parquet(store, run, output, **sel)
+        err.print(f"wrote {n_rows} steps of {n_eps} episodes to {output}", markup=False, highlight=False)
+        return
+    if fmt == "sft":
+        from agentrl.store.export_sft import rollout_of_run
+
+        rollout_of_run(run)  # a stored recipe it cannot read is said before the file is opened
     try:  # a missing or unwritable folder is an input error (exit 2), not an unexpected one
-        f = click.open_file(output, "w")
+        f = click.open_file(output or "-", "w")
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     with f:
-        export_jsonl(store, run, f)
+        if fmt == "sft":
+            from agentrl.store.export_sft import export_sft
+
+            n_eps, n_recs = export_sft(store, run, f, **sel)
+            what = f"{n_recs} turns of {n_eps} episodes"
+        else:
+            from agentrl.store.export import export_jsonl
+
+            what = f"{export_jsonl(store, run, f, **sel)} episodes"
+    if output not in (None, "-"):
+        err.print(f"wrote {what} to {output}", markup=False, highlight=False)
 
 
 # -- plot ----------------------------------------------------------------------------------
@@ -596,6 +649,26 @@ def compare_cmd(run_refs, baseline, output, db, as_json):
 
     store = open_store(db, create=False, readonly=True)
     compare(store, list(run_refs), baseline, output, as_json, out)
+
+
+# -- view ----------------------------------------------------------------------------------
+@cli.command("view", short_help="Browse runs in a local web app (read-only).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (default: local only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free port).")
+@_db_option
+def view_cmd(host, port, db):
+    """Serve a read-only web view of the database: runs and their curves, a run's episodes with
+    filters and text search, one episode turn by turn with its advantages and signals, a group's
+    episodes side by side with GiGPO's step groups. Works while a run writes; Ctrl-C stops it."""
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError("agentrl view needs the viewer extra: pip install 'agentrl[viewer]'") from None
+    from agentrl.viewer.app import serve
+
+    serve(db, host, port, echo=lambda line: click.echo(line) or sys.stdout.flush())
 
 
 # -- envs ----------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ Line 1 is the run header, every further line one episode:
 `advantages` holds every credit method stored for that step (training steps; eval steps
 have none) and `signals` the learned signals that method used (SPA progress, OPRL
 log-ratio, IGPO answer probability). Token ids and log-probs are plain lists.
+
+`--iteration N`, `--split train|eval` and `--won` select episodes (the header is always whole).
+The other formats: `export_parquet.py` (one row per step) and `export_sft.py` (chat messages).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import yaml
-from sqlalchemy import select
 
 from agentrl.store.db import Store
-from agentrl.store.models import AdvantageRow, EpisodeRow, Run, StepRow
-from agentrl.store.queries import checkpoints, display_status, episodes, iterations
+from agentrl.store.models import Run
+from agentrl.store.queries import advantages_for_steps, checkpoints, display_status, iter_episodes, iterations
+from agentrl.store.records import EpisodeRecord
 
 SCHEMA = 1
 
@@ -56,79 +59,83 @@ def run_header(store: Store, run: Run) -> dict[str, Any]:
     }
 
 
-def _run_advantages(store: Store, run_id: int) -> dict[int, list[AdvantageRow]]:
-    with store.session() as s:
-        rows = s.scalars(
-            select(AdvantageRow)
-            .join(StepRow, StepRow.id == AdvantageRow.step_id)
-            .join(EpisodeRow, EpisodeRow.id == StepRow.episode_id)
-            .where(EpisodeRow.run_id == run_id)
-        ).all()
-        out: dict[int, list[AdvantageRow]] = {}
-        for r in rows:
-            s.expunge(r)
-            out.setdefault(r.step_id, []).append(r)
-        return out
+def episode_dicts(
+    store: Store,
+    run_id: int,
+    iteration: int | None = None,
+    split: str | None = None,
+    won: bool | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The selected episodes of a run as export lines, read page by page (a run is never held whole)."""
+    for page in iter_episodes(store, run_id, iteration, split, won, with_steps=True):
+        advs = advantages_for_steps(store, [st.id for ep in page for st in ep.steps])
+        for ep in page:
+            yield _episode_dict(ep, run_id, advs)
 
 
-def episode_dicts(store: Store, run_id: int) -> Iterator[dict[str, Any]]:
-    advs = _run_advantages(store, run_id)
-    for ep in episodes(store, run_id, with_steps=True):
-        steps = []
-        for st in ep.steps:
-            rows = advs.get(st.id, [])
-            steps.append(
-                {
-                    "t": st.t,
-                    "observation": st.observation,
-                    "admissible": st.admissible,
-                    "prompt_ids": st.prompt_ids,
-                    "raw": st.raw,
-                    "action": st.action,
-                    "action_ids": st.action_ids,
-                    "logprobs": st.logprobs,
-                    "reward": st.reward,
-                    "terminated": st.terminated,
-                    "truncated": st.truncated,
-                    "valid": st.valid,
-                    "anchor": st.anchor,
-                    "info": st.info,
-                    "advantages": {r.method: r.value for r in rows},
-                    "signals": {r.method: r.signals for r in rows if r.signals},
-                }
-            )
-        info = dict(ep.info)
-        info.pop("run_id", None)
-        info.pop("length", None)
-        yield {
-            "type": "episode",
-            "id": ep.id,
-            "run_id": run_id,
-            "iteration": ep.iteration,
-            "split": ep.split,
-            "task_id": ep.task_id,
-            "group_id": ep.group_id,
-            "env": ep.env,
-            "seed": ep.seed,
-            "policy": ep.policy,
-            "status": ep.status,
-            "won": ep.won,
-            "return": ep.ret,
-            "length": len(ep.steps),
-            "goal": ep.goal,
-            "final_observation": ep.final_observation,
-            "error": ep.error,
-            "wall_s": ep.wall_s,
-            "info": info,
-            "steps": steps,
-        }
+def _episode_dict(ep: EpisodeRecord, run_id: int, advs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    steps = []
+    for st in ep.steps:
+        rows = advs.get(st.id, [])
+        steps.append(
+            {
+                "t": st.t,
+                "observation": st.observation,
+                "admissible": st.admissible,
+                "prompt_ids": st.prompt_ids,
+                "raw": st.raw,
+                "action": st.action,
+                "action_ids": st.action_ids,
+                "logprobs": st.logprobs,
+                "reward": st.reward,
+                "terminated": st.terminated,
+                "truncated": st.truncated,
+                "valid": st.valid,
+                "anchor": st.anchor,
+                "info": st.info,
+                "advantages": {r["method"]: r["value"] for r in rows},
+                "signals": {r["method"]: r["signals"] for r in rows if r["signals"]},
+            }
+        )
+    info = dict(ep.info)
+    info.pop("run_id", None)
+    info.pop("length", None)
+    return {
+        "type": "episode",
+        "id": ep.id,
+        "run_id": run_id,
+        "iteration": ep.iteration,
+        "split": ep.split,
+        "task_id": ep.task_id,
+        "group_id": ep.group_id,
+        "env": ep.env,
+        "seed": ep.seed,
+        "policy": ep.policy,
+        "status": ep.status,
+        "won": ep.won,
+        "return": ep.ret,
+        "length": len(ep.steps),
+        "goal": ep.goal,
+        "final_observation": ep.final_observation,
+        "error": ep.error,
+        "wall_s": ep.wall_s,
+        "info": info,
+        "steps": steps,
+    }
 
 
-def export_jsonl(store: Store, run: Run, out: IO[str]) -> int:
-    """Write the header and every episode of `run`; returns the number of episodes."""
+def export_jsonl(
+    store: Store,
+    run: Run,
+    out: IO[str],
+    iteration: int | None = None,
+    split: str | None = None,
+    won: bool | None = None,
+) -> int:
+    """Write the header and the selected episodes of `run` (all by default); returns the number of episodes."""
     out.write(json.dumps(run_header(store, run), default=str) + "\n")
     n = 0
-    for d in episode_dicts(store, run.id):
+    for d in episode_dicts(store, run.id, iteration, split, won):
         out.write(json.dumps(d, default=str) + "\n")
         n += 1
     return n

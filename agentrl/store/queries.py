@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.orm import selectinload
 
 from agentrl.errors import UserError
 from agentrl.stats import wilson
@@ -257,6 +259,84 @@ def episodes(
         q = q.where(EpisodeRow.won.is_(False))
     with store.session() as s:
         return [_episode_record(r, with_steps) for r in s.scalars(q.order_by(EpisodeRow.id))]
+
+
+def episode_filter(
+    run_id: int, iteration: int | None = None, split: str | None = None, won: bool | None = None
+) -> list:
+    """WHERE clauses selecting a run's episodes (of one iteration, one split, won or lost ones)."""
+    where = [EpisodeRow.run_id == run_id]
+    if iteration is not None:
+        where.append(EpisodeRow.iteration == iteration)
+    if split is not None:
+        where.append(EpisodeRow.split == split)
+    if won is not None:
+        where.append(EpisodeRow.won.is_(won))
+    return where
+
+
+def episode_id_pages(
+    store: Store,
+    run_id: int,
+    iteration: int | None = None,
+    split: str | None = None,
+    won: bool | None = None,
+    page: int = 128,
+) -> Iterator[list[int]]:
+    """The ids of the selected episodes in ascending pages of at most `page`, each read in its own
+    short session, up to the last episode stored when the first page is read (episodes a running
+    run writes meanwhile are left out). For exports that must not hold a whole run in memory."""
+    where = episode_filter(run_id, iteration, split, won)
+    with store.session() as s:
+        last_id = s.scalar(select(func.max(EpisodeRow.id)).where(*where))
+    after = 0
+    while last_id is not None and after < last_id:
+        with store.session() as s:
+            ids = list(
+                s.scalars(
+                    select(EpisodeRow.id)
+                    .where(*where, EpisodeRow.id > after, EpisodeRow.id <= last_id)
+                    .order_by(EpisodeRow.id)
+                    .limit(page)
+                )
+            )
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
+
+
+def iter_episodes(
+    store: Store,
+    run_id: int,
+    iteration: int | None = None,
+    split: str | None = None,
+    won: bool | None = None,
+    with_steps: bool = False,
+    page: int = 128,
+) -> Iterator[list[EpisodeRecord]]:
+    """`episodes`, streamed: the selected episodes in pages of at most `page` records (ascending ids)."""
+    for ids in episode_id_pages(store, run_id, iteration, split, won, page):
+        q = select(EpisodeRow).where(EpisodeRow.id.in_(ids)).order_by(EpisodeRow.id)
+        if with_steps:
+            q = q.options(selectinload(EpisodeRow.steps))
+        with store.session() as s:
+            yield [_episode_record(r, with_steps) for r in s.scalars(q)]
+
+
+def advantages_for_steps(store: Store, step_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """step id -> [{method, value, signals}] for the given steps."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    with store.session() as s:
+        for i in range(0, len(step_ids), 500):
+            rows = s.execute(
+                select(AdvantageRow.step_id, AdvantageRow.method, AdvantageRow.value, AdvantageRow.signals)
+                .where(AdvantageRow.step_id.in_(step_ids[i : i + 500]))
+                .order_by(AdvantageRow.id)
+            )
+            for sid, method, value, signals in rows:
+                out.setdefault(sid, []).append({"method": method, "value": value, "signals": signals})
+    return out
 
 
 def iterations(store: Store, run_id: int) -> list[dict[str, Any]]:
