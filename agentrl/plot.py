@@ -56,15 +56,7 @@ def _number(v) -> float | None:
     return float(v)
 
 
-def _flatten(metrics: dict) -> dict:
-    """An eval run's `{"eval": {...}}` row -> the train-run keys `eval_success` / `eval_return`."""
-    out = dict(metrics or {})
-    ev = out.get("eval")
-    if isinstance(ev, dict):
-        out.setdefault("eval_success", ev.get("success"))
-        out.setdefault("eval_return", ev.get("mean_return"))
-        out.setdefault("eval_episodes", ev.get("episodes"))
-    return out
+_flatten = queries.flat_metrics
 
 
 def run_curves(store: Store, run_ref: str | int) -> Curves:

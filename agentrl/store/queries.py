@@ -419,3 +419,15 @@ def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
         row.update({k: metrics.get(it, {}).get(k) for k in CREDIT_METRICS if k in metrics.get(it, {})})
         out.append(row)
     return out
+
+
+def flat_metrics(metrics: dict | None) -> dict:
+    """An iteration's metrics with an eval run's `{"eval": {...}}` row as the train-run keys
+    (`eval_success`, `eval_return`, `eval_episodes`), as `plot` and `view` read them."""
+    out = dict(metrics or {})
+    ev = out.get("eval")
+    if isinstance(ev, dict):
+        out.setdefault("eval_success", ev.get("success"))
+        out.setdefault("eval_return", ev.get("mean_return"))
+        out.setdefault("eval_episodes", ev.get("episodes"))
+    return out

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from agentrl.stats import wilson
 from agentrl.store.codec import decode_floats
 from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iteration, Run, StepRow
-from agentrl.store.queries import CREDIT_METRICS, display_status
+from agentrl.store.queries import CREDIT_METRICS, display_status, flat_metrics
 
 PAGE_SIZE = 50
 GROUP_MAX_EPISODES = 64  # columns on a group page (a group is G episodes; G is small in practice)
@@ -149,15 +149,7 @@ def get_run(s: Session, run_id: int) -> dict[str, Any] | None:
     return d
 
 
-def _flatten(metrics: dict | None) -> dict:
-    """An eval run's `{"eval": {...}}` row as the train-run keys (as `agentrl.plot` reads it)."""
-    out = dict(metrics or {})
-    ev = out.get("eval")
-    if isinstance(ev, dict):
-        out.setdefault("eval_success", ev.get("success"))
-        out.setdefault("eval_return", ev.get("mean_return"))
-        out.setdefault("eval_episodes", ev.get("episodes"))
-    return out
+_flatten = flat_metrics
 
 
 def iterations(s: Session, run_id: int) -> list[dict[str, Any]]:
