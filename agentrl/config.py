@@ -197,6 +197,25 @@ class TrainConfig(_Section):
     # updates old, corrected by truncated importance sampling (needs an engine with its own weights:
     # rollout.engine vllm or runtime.backend ray)
     max_staleness: int = Field(0, ge=0, le=2)
+    # experiment trackers that get the recipe, every iteration's metrics and a few transcripts, each with
+    # its extra (pip install 'agentrl[wandb]'); files under the run folder (agentrl/trackers/, README)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_as_list(cls, value: Any) -> Any:
+        # `--set train.report_to=wandb` / `report_to: wandb,mlflow`: a name (or comma-separated names) is a list
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _no_repeated_tracker(cls, value: list[str]) -> list[str]:
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} named more than once")
+        return value
 
 
 class RuntimeConfig(_Section):

@@ -44,6 +44,7 @@ from agentrl.stats import fmt_rate, paired_bootstrap
 from agentrl.store import queries as q
 from agentrl.store.db import Store
 from agentrl.store.records import EpisodeRecord
+from agentrl.trackers import make_trackers
 
 
 @dataclass
@@ -211,6 +212,8 @@ class Trainer:
         if recipe.policy != "llm":
             raise UserError(f"train needs policy: llm (the recipe says '{recipe.policy}')")
         self.recipe, self.store, self.console, self.show = recipe, store, console, show_progress
+        # train.report_to: the trackers' libraries imported now (a missing extra is a UserError before any work)
+        self.trackers = make_trackers(recipe.train.report_to, recipe.train.output_dir, console)
         self.suite = checked_suite(recipe, ("train", "eval"))  # empty splits, bad task ids: UserError
         check_model_device(recipe)  # before the model is loaded
         model, self.tokenizer = load_model(recipe.model, seed=recipe.seed)
@@ -393,6 +396,7 @@ class Trainer:
         if start == 1 and before is None:
             ev = self.evaluate(run_id, 0)
             self.store.add_iteration(run_id, 0, ev.as_dict(), {"eval": ev.wall_s})
+            self.trackers.log_iteration(self.store, run_id, 0, ev.as_dict(), {"eval": ev.wall_s})
             before = ev.success
             self.console.print(
                 f"held-out success before training: {fmt_rate(round(before * ev.episodes), ev.episodes)} "
@@ -452,6 +456,7 @@ class Trainer:
         res.wall.total = time.perf_counter() - t0
         metrics, wall = res.metrics(), res.wall.as_dict()
         self.store.add_iteration(run_id, it, metrics, wall)
+        self.trackers.log_iteration(self.store, run_id, it, metrics, wall)
         table.row(it, metrics, wall)
 
 
@@ -569,16 +574,24 @@ def run_train(
         trainer = Trainer(recipe, store, console, show_progress)
         run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="train")
         start = 1
+    outcome = "failed"  # the trackers' run status
     try:
         with sigterm_as_interrupt():
+            # the same tracker runs again on --resume where the tracker can (agentrl/trackers/)
+            trainer.trackers.start(
+                run_id, f"{recipe.name}-{run_id}", recipe.model_dump(mode="json"), start if resume else None
+            )
             summary = trainer.run(run_id, start, q.iterations(store, run_id))
+        outcome = "finished"
     except KeyboardInterrupt:
+        outcome = "interrupted"
         store.set_run_status(run_id, "interrupted")
         raise WorkError(f"interrupted; resume with: agentrl train --resume {run_id}") from None
     except BaseException:
         store.set_run_status(run_id, "failed")
         raise
     finally:
+        trainer.trackers.finish(outcome)
         trainer.close()
     store.set_run_status(run_id, "finished")
     return summary
