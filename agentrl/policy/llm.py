@@ -21,7 +21,7 @@ from agentrl.config import RolloutConfig
 from agentrl.engines.base import Engine, Request, Sampling
 from agentrl.policy.base import Action, TurnContext
 from agentrl.policy.constrained import parse_action
-from agentrl.policy.prompt import Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message
+from agentrl.policy.prompt import Turn, build_prompt, chat_format, system_message, system_prompt_for, user_message
 
 
 @dataclass
@@ -45,9 +45,7 @@ class LLMPolicy:
         self.engine, self.tok, self.cfg = engine, tokenizer, rollout_cfg
         self.greedy, self.seed = greedy, seed
         self.fmt = chat_format(tokenizer)
-        self.system_prompt = rollout_cfg.system_prompt or default_system_prompt(
-            rollout_cfg.action_mode, rollout_cfg.action_parser
-        )
+        self.system_prompt = system_prompt_for(rollout_cfg)
         self.sampling = Sampling(
             temperature=rollout_cfg.temperature,
             top_p=rollout_cfg.top_p,

@@ -61,6 +61,12 @@ def default_system_prompt(action_mode: str, action_parser: str = "tag") -> str:
     return DEFAULT_SYSTEM_PROMPTS["admissible" if action_mode == "admissible" else action_parser]
 
 
+def system_prompt_for(rollout) -> str:
+    """The system prompt the LLM policy uses under a `RolloutConfig` (before the goal is added):
+    its `system_prompt`, else the built-in default of its action mode and parser."""
+    return rollout.system_prompt or default_system_prompt(rollout.action_mode, rollout.action_parser)
+
+
 def system_message(system_prompt: str, goal: str) -> str:
     return f"{system_prompt}\n\nGoal: {goal}" if goal.strip() else system_prompt
 

@@ -22,7 +22,7 @@ from agentrl.learner.batch import StepSample, budget_groups
 from agentrl.learner.lora import POLICY, use_adapter
 from agentrl.learner.update import autocast_for, body_and_head, sample_logprobs
 from agentrl.policy.logprobs import eval_mode
-from agentrl.policy.prompt import Turn, build_prompt, chat_format, default_system_prompt, system_message, user_message
+from agentrl.policy.prompt import Turn, build_prompt, chat_format, system_message, system_prompt_for, user_message
 from agentrl.signals.base import set_episode_signal, set_step_signal
 from agentrl.store.records import EpisodeRecord
 
@@ -80,7 +80,7 @@ class IGPOProvider:
         ro = self.recipe.rollout
         last = rec.steps[-1]
         turns = [Turn(user_message(s.observation, s.admissible), list(s.action_ids or [])) for s in rec.steps]
-        system = system_message(ro.system_prompt or default_system_prompt(ro.action_mode, ro.action_parser), rec.goal)
+        system = system_message(system_prompt_for(ro), rec.goal)
         try:
             return build_prompt(
                 self.fmt, system, turns, rec.final_observation, None, ro.history, ro.max_prompt_tokens

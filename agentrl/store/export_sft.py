@@ -58,13 +58,8 @@ from pydantic import ValidationError
 
 from agentrl.config import RolloutConfig
 from agentrl.errors import UserError
-from agentrl.policy.prompt import default_system_prompt, system_message, user_message
+from agentrl.policy.prompt import system_message, system_prompt_for, user_message
 from agentrl.store.records import EpisodeRecord, StepRecord
-
-
-def system_prompt_for(rollout: RolloutConfig) -> str:
-    """The system prompt the LLM policy uses for this rollout config (before the goal is added)."""
-    return rollout.system_prompt or default_system_prompt(rollout.action_mode, rollout.action_parser)
 
 
 def turn_messages(

@@ -38,7 +38,7 @@ def display_status(run: Run) -> str:
     return run.status
 
 
-def _eval_counts(s, run_id: int | None = None) -> dict[int, dict[int, tuple[int, int]]]:
+def eval_counts_by_run(s, run_id: int | None = None) -> dict[int, dict[int, tuple[int, int]]]:
     """run -> iteration -> (eval episodes, won) of the runs' held-out evals (of one run if given)."""
     q = (
         select(
@@ -61,7 +61,13 @@ def _eval_counts(s, run_id: int | None = None) -> dict[int, dict[int, tuple[int,
 def eval_counts(store: Store, run_id: int) -> dict[int, tuple[int, int]]:
     """iteration -> (eval episodes, won) of one run's held-out evals."""
     with store.session() as s:
-        return _eval_counts(s, run_id).get(run_id, {})
+        return eval_counts_by_run(s, run_id).get(run_id, {})
+
+
+def final_eval_iteration(kind: str, evals: dict[int, tuple[int, int]]) -> int | None:
+    """The iteration of a run's "after" eval: a train run's last eval after iteration 0 (its eval at
+    iteration 0 is the "before"), an eval run's last one; None without one."""
+    return max((i for i in evals if kind != "train" or i > 0), default=None)
 
 
 def _ci(won: int, n: int) -> list[float] | None:
@@ -90,13 +96,13 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
                 ).group_by(EpisodeRow.run_id)
             )
         }
-        evals = _eval_counts(s)
+        evals = eval_counts_by_run(s)
     out = []
     for r in runs:
         n, won, last_it = stats.get(r.id, (0, 0, None))
         ev = evals.get(r.id, {})
         bn, bwon = ev.get(0, (0, 0)) if r.kind == "train" else (0, 0)
-        final_it = max((i for i in ev if r.kind != "train" or i > 0), default=None)
+        final_it = final_eval_iteration(r.kind, ev)
         en, ewon = ev[final_it] if final_it is not None else (0, 0)
         out.append(
             {

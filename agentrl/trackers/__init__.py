@@ -73,7 +73,11 @@ class Trackers:
             try:
                 rows = transcript_rows(store, run_id, iteration)
             except Exception as e:  # the store is read only for this; training goes on
-                self.console.print(f"warning: no transcripts table for iteration {iteration}: {one_line(e)}")
+                self.console.print(
+                    f"warning: no transcripts table for iteration {iteration}: {one_line(e)}",
+                    markup=False,
+                    highlight=False,
+                )
                 return
             if rows:
                 for t in list(self.started):

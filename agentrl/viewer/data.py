@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from agentrl.stats import wilson
 from agentrl.store.codec import decode_floats
 from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iteration, Run, StepRow
-from agentrl.store.queries import CREDIT_METRICS, display_status, flat_metrics
+from agentrl.store.queries import (
+    CREDIT_METRICS,
+    display_status,
+    eval_counts_by_run,
+    final_eval_iteration,
+    flat_metrics,
+)
 
 PAGE_SIZE = 50
 GROUP_MAX_EPISODES = 64  # columns on a group page (a group is G episodes; G is small in practice)
@@ -69,26 +75,11 @@ def like_pattern(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _eval_rates(s: Session, run_ids: list[int] | None = None) -> dict[int, dict[int, tuple[int, int]]]:
-    """run -> iteration -> (eval episodes, won)."""
-    q = (
-        select(EpisodeRow.run_id, EpisodeRow.iteration, func.count(), func.sum(cast(EpisodeRow.won, Integer)))
-        .where(EpisodeRow.split == "eval")
-        .group_by(EpisodeRow.run_id, EpisodeRow.iteration)
-    )
-    if run_ids is not None:
-        q = q.where(EpisodeRow.run_id.in_(run_ids))
-    out: dict[int, dict[int, tuple[int, int]]] = {}
-    for rid, it, n, won in s.execute(q):
-        out.setdefault(rid, {})[it] = (n, won or 0)
-    return out
-
-
 def _before_after(kind: str, evals: dict[int, tuple[int, int]]) -> tuple[dict | None, dict | None, int | None]:
     """(before, after, after's iteration) as in `queries.list_runs`: a train run's eval at
     iteration 0 and its last eval after it; an eval run's (last) eval and no before."""
     before = rate(evals[0][1], evals[0][0]) if kind == "train" and 0 in evals else None
-    final_it = max((i for i in evals if kind != "train" or i > 0), default=None)
+    final_it = final_eval_iteration(kind, evals)
     after = rate(evals[final_it][1], evals[final_it][0]) if final_it is not None else None
     return before, after, final_it
 
@@ -120,7 +111,7 @@ def list_runs(s: Session) -> list[dict[str, Any]]:
             select(EpisodeRow.run_id, func.count(), func.max(EpisodeRow.iteration)).group_by(EpisodeRow.run_id)
         )
     }
-    evals = _eval_rates(s)
+    evals = eval_counts_by_run(s)
     out = []
     for r in runs:
         d = _run_dict(r)
@@ -137,7 +128,7 @@ def get_run(s: Session, run_id: int) -> dict[str, Any] | None:
         return None
     d = _run_dict(r)
     d["recipe_yaml"] = r.recipe or ""
-    evals = _eval_rates(s, [run_id]).get(run_id, {})
+    evals = eval_counts_by_run(s, run_id).get(run_id, {})
     d["before"], d["after"], d["after_iteration"] = _before_after(r.kind, evals)
     d["evals"] = [{"iteration": it, "rate": rate(won, n)} for it, (n, won) in sorted(evals.items())]
     n, won, last = s.execute(
