@@ -574,20 +574,20 @@ def export_cmd(run_ref, fmt, output, iteration, split, won, db):
     if fmt == "parquet":
         if output in (None, "-"):
             raise UserError("--format parquet needs an output file: -o FILE.parquet (it cannot go to stdout)")
-        from agentrl.store.export_parquet import _pyarrow
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise UserError(f"cannot write {output}: no directory {parent}")
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {output}: {parent} is not writable")
+        from agentrl.store.export_parquet import require_pyarrow
 
-        _pyarrow()  # a missing extra is said before any work
+        require_pyarrow()  # a missing extra is said before any work
     store = open_store(db, create=False, readonly=True)
     run = q.get_run(store, run_ref)
     sel = dict(iteration=iteration, split=split, won=True if won else None)
     if fmt == "parquet":
         from agentrl.store.export_parquet import export_parquet
 
-        parent = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(parent):
-            raise UserError(f"cannot write {output}: no directory {parent}")
-        if not os.access(parent, os.W_OK):
-            raise UserError(f"cannot write {output}: {parent} is not writable")
         n_eps, n_rows = export_parquet(store, run, output, **sel)
         err.print(f"wrote {n_rows} steps of {n_eps} episodes to {output}", markup=False, highlight=False)
         return

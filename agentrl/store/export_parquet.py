@@ -64,7 +64,7 @@ EXTRA_HINT = "the parquet format needs pyarrow: pip install 'agentrl[parquet]'"
 _FLUSH_BYTES = 64 << 20  # also end a row group when its blobs and texts pass this
 
 
-def _pyarrow():
+def require_pyarrow():
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -253,7 +253,7 @@ def export_parquet(
     page: int = 64,
 ) -> tuple[int, int]:
     """Write the selected episodes of `run` to `path`, one row per step; returns (episodes, rows)."""
-    pa, pq = _pyarrow()
+    pa, pq = require_pyarrow()
     from agentrl.store.export import run_header
 
     path = Path(path)
