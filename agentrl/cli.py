@@ -96,11 +96,18 @@ def cli() -> None:
 @click.option("--episodes", type=click.IntRange(min=1), default=None, help="Number of eval episodes.")
 @click.option("--run", "run_ref", default=None, help="Evaluate a training run's checkpoint instead of a recipe.")
 @click.option("--checkpoint", type=int, default=None, help="With --run: the checkpoint iteration (default last).")
+@click.option(
+    "--split",
+    type=click.Choice(["eval", "train"]),
+    default="eval",
+    show_default=True,
+    help="The suite's split to play (train: e.g. expert demonstrations for `agentrl sft`).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_db_option
 @_json_option
-def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, as_json):
-    """Evaluate a policy on a suite's eval split; every turn is stored."""
+def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, split, no_progress, db, as_json):
+    """Evaluate a policy on a suite's eval split (or its train split); every turn is stored."""
     from agentrl.config import load_recipe
     from agentrl.evaluate import run_eval
     from agentrl.stats import fmt_rate, wilson
@@ -125,6 +132,7 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, no_progress, db, 
         parent_run_id=parent,
         console=err,
         show_progress=not no_progress and not as_json,
+        split=split,
     )
     if as_json:
         _print_json({**summary.as_dict(), "success_ci": list(wilson(summary.won, summary.episodes))})
@@ -181,6 +189,35 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
         rec, store, resume=resume, overrides=overrides if resume else (), console=err, show_progress=not no_progress
     )
     out.print(summary_table(summary))
+
+
+# -- sft -----------------------------------------------------------------------------------
+@cli.command("sft", short_help="Fine-tune the LoRA policy on stored episodes (warm start).")
+@click.argument("recipe", required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable).")
+@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue an sft run from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@_db_option
+def sft_cmd(recipe, overrides, resume, no_progress, db):
+    """Supervised fine-tuning on the episodes the recipe's `sft.from` selects (e.g. expert play),
+    rendered as the policy is prompted; start RL from it with `train.init_from: RUN`."""
+    from agentrl.config import load_recipe
+    from agentrl.sft import run_sft
+    from agentrl.store.db import open_store
+    from agentrl.train import summary_table
+
+    if resume is None and recipe is None:
+        raise UserError("give a RECIPE or --resume RUN")
+    if resume is not None and recipe is not None:
+        raise UserError(
+            "give a RECIPE or --resume RUN, not both (a resumed run uses its stored recipe; change it with --set)"
+        )
+    rec = load_recipe(recipe, overrides) if resume is None else None
+    store = open_store(db, create=resume is None)
+    summary = run_sft(
+        rec, store, resume=resume, overrides=overrides if resume else (), console=err, show_progress=not no_progress
+    )
+    out.print(summary_table(summary, "sft run"))
 
 
 # -- runs ----------------------------------------------------------------------------------

@@ -119,8 +119,9 @@ def parse_checkpoint_ref(ref: str, option: str = "--policy") -> tuple[str, int |
 
 
 def resolve_checkpoint(store: Store, run_ref: str, iteration: int | None, overrides=()) -> tuple[Recipe, str, int]:
-    """(recipe, adapter dir, run id) of checkpoint `iteration` (default: the last) of a training run."""
-    run = q.get_run(store, run_ref, kind="train")
+    """(recipe, adapter dir, run id) of checkpoint `iteration` (default: the last) of a training or
+    sft run."""
+    run = q.get_run(store, run_ref, kind=q.TRAINED_KINDS)
     cps = q.checkpoints(store, run.id)
     if not cps:
         raise UserError(f"run {run.id} has no checkpoints")

@@ -200,6 +200,9 @@ class TrainConfig(_Section):
     # experiment trackers that get the recipe, every iteration's metrics and a few transcripts, each with
     # its extra (pip install 'agentrl[wandb]'); files under the run folder (agentrl/trackers/, README)
     report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
+    # warm start: `RUN` or `RUN:N`, a training or `agentrl sft` run's checkpoint (default its last) whose
+    # policy adapter this run starts from (a fresh optimiser); None = a fresh adapter
+    init_from: str | None = None
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -240,6 +243,37 @@ class EvalConfig(_Section):
     group_size: int = Field(1, ge=1)
 
 
+class SFTSource(_Section):
+    """`sft.from`: which stored episodes are demonstrations."""
+
+    runs: list[str] = Field(min_length=1)  # run ids or names (eval or training runs)
+    db: str | None = None  # their database; None = the one `agentrl sft` writes to
+    split: Literal["train", "eval"] | None = "train"  # None = both
+    won_only: bool = True
+    policy: str | None = None  # only episodes of this policy ("expert", "random", "llm:..."); None = any
+    max_episodes: int | None = Field(None, ge=1)  # the first N selected (by id); None = all
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _one_run_as_list(cls, value: Any) -> Any:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return [v.strip() for v in str(value).split(",") if v.strip()]
+        return value
+
+
+class SFTConfig(_Section):
+    """`sft`: `agentrl sft` trains the recipe's LoRA adapter on stored episodes (agentrl/sft.py)."""
+
+    source: SFTSource = Field(alias="from")
+    epochs: int = Field(3, ge=1)  # passes over the demonstrations; a checkpoint after each
+    lr: float | None = Field(None, gt=0)  # None = learner.lr
+    eval_every: int = Field(0, ge=0)  # epochs between held-out evals; 0 = only before and after
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, coerce_numbers_to_str=True, populate_by_name=True
+    )
+
+
 class Recipe(_Section):
     name: str = "run"  # checkpoints go to <train.output_dir>/<name>-<run id>/
     seed: int = 0
@@ -252,6 +286,7 @@ class Recipe(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    sft: SFTConfig | None = None  # what `agentrl sft` trains on; train ignores it
 
     @field_validator("name")
     @classmethod
@@ -367,4 +402,4 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -62,8 +62,9 @@ def summarise(run_id: int, policy: str, recs: list[EpisodeRecord], stats: Rollou
     )
 
 
-def eval_tasks(recipe: Recipe, episodes: int | None) -> list[str]:
-    tasks = checked_suite(recipe, ("eval",)).eval  # UserError on an empty eval split or a bad task id
+def eval_tasks(recipe: Recipe, episodes: int | None, split: str = "eval") -> list[str]:
+    suite = checked_suite(recipe, (split,))  # UserError on an empty split or a bad task id
+    tasks = suite.eval if split == "eval" else suite.train
     n = episodes or recipe.eval.episodes or len(tasks)
     return [tasks[i % len(tasks)] for i in range(n)]
 
@@ -76,13 +77,16 @@ def run_eval(
     parent_run_id: int | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    split: str = "eval",
 ) -> EvalSummary:
+    """Roll the recipe's policy out on the suite's `split` (eval: the held-out games; train: e.g.
+    expert demonstrations for `agentrl sft`), stored with that split."""
     console = console or Console(stderr=True)
-    tasks = eval_tasks(recipe, episodes)  # validates the suite before anything is written
+    tasks = eval_tasks(recipe, episodes, split)  # validates the suite before anything is written
     check_model_device(recipe)  # before a model is loaded
     policy, name = make_policy(recipe, greedy=recipe.eval.greedy, adapter_path=adapter_path)
     run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="eval", parent_run_id=parent_run_id)
-    specs = group_specs(tasks, recipe.eval.group_size, "eval", 0, recipe.seed)
+    specs = group_specs(tasks, recipe.eval.group_size, split, 0, recipe.seed)
     t0 = time.perf_counter()
     try:
         with sigterm_as_interrupt():

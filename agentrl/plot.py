@@ -61,7 +61,7 @@ _flatten = queries.flat_metrics
 
 def run_curves(store: Store, run_ref: str | int) -> Curves:
     """Load a run's iterations as plottable series; UserError if the run has none."""
-    run = queries.get_run(store, run_ref, kind="train")
+    run = queries.get_run(store, run_ref, kind=queries.TRAINED_KINDS)
     rows = queries.iterations(store, run.id)
     if not rows:
         raise UserError(f"run {run.id} ({run.name}) has no iterations to plot yet")
@@ -97,8 +97,8 @@ def wilson_band(c: Curves, key: str) -> tuple[list[int], list[float], list[float
 
 
 def _plottable(c: Curves) -> Curves:
-    """Only training runs have curves: an eval run is one evaluation, not a series."""
-    if c.kind != "train":
+    """Only training (and sft) runs have curves: an eval run is one evaluation, not a series."""
+    if c.kind not in queries.TRAINED_KINDS:
         raise UserError(
             f"run {c.run_id} is an {c.kind} run: one evaluation, no curves per iteration to plot "
             f"(see `agentrl runs` or `agentrl inspect {c.run_id}`)"

@@ -32,7 +32,13 @@ from agentrl.credit import build_credit
 from agentrl.engines.factory import make_engine
 from agentrl.errors import UserError, WorkError
 from agentrl.evaluate import episode_means
-from agentrl.learner.checkpoint import ModelCard, checkpoint_iteration, load_checkpoint, save_checkpoint
+from agentrl.learner.checkpoint import (
+    ModelCard,
+    checkpoint_iteration,
+    load_adapter_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
 from agentrl.learner.lora import add_lora
 from agentrl.learner.samples import episode_samples
 from agentrl.learner.update import Learner, resolve_old_logprobs
@@ -248,6 +254,23 @@ class Trainer:
         # the method and its signal provider (SPA estimator, OPRL PRM, IGPO answer probabilities; None for
         # grpo, rloo, gigpo), built last: the provider's own weights draw on the torch RNG after the policy's
         self.credit = build_credit(recipe.credit, self.model, self.tokenizer, recipe)
+
+    def warm_start(self, ref: str) -> str:
+        """Start from the policy adapter of `ref` (`train.init_from`: RUN or RUN:N of this database, a
+        training or sft run, default its last checkpoint), with this run's fresh optimiser. Returns
+        what was loaded, for the log."""
+        from agentrl.command import parse_checkpoint_ref, resolve_checkpoint
+
+        run_ref, it = parse_checkpoint_ref(ref, "train.init_from")
+        src, path, src_id = resolve_checkpoint(self.store, run_ref, it)
+        if src.model.path != self.recipe.model.path:
+            raise UserError(
+                f"train.init_from: run {src_id} trained an adapter of model '{src.model.path}', "
+                f"this recipe's model is '{self.recipe.model.path}'"
+            )
+        loaded = load_adapter_weights(path, self.model)
+        self.sync_weights(0)
+        return f"run {src_id} checkpoint {loaded}"
 
     def close(self) -> None:
         """End the env pool's workers (or actors) and a remote engine's actors."""
@@ -547,7 +570,8 @@ def run_train(
     if resume is not None:
         run = q.get_run(store, resume, kind="train")
         if run.kind != "train":
-            raise UserError(f"run {run.id} is an {run.kind} run, not a training run")
+            hint = f"; resume it with: agentrl sft --resume {run.id}" if run.kind == "sft" else ""
+            raise UserError(f"run {run.id} is an {run.kind} run, not a training run{hint}")
         recipe = recipe_from_dict(yaml.safe_load(run.recipe), overrides, source=f"run {run.id}")
         cps = q.checkpoints(store, run.id)
         done = checkpoint_iteration(cps[-1]["path"]) if cps else 0  # checked before a model is loaded
@@ -558,6 +582,8 @@ def run_train(
             )
         trainer = Trainer(recipe, store, console, show_progress)
         start = 1
+        if not cps and recipe.train.init_from:  # stopped before its first checkpoint: warm-start again
+            _print_warm_start(console, trainer.warm_start(recipe.train.init_from))
         if cps:
             loaded = load_checkpoint(
                 cps[-1]["path"], trainer.model, trainer.learner.optimizer, trainer.learner.scheduler
@@ -572,6 +598,12 @@ def run_train(
     else:
         assert recipe is not None
         trainer = Trainer(recipe, store, console, show_progress)
+        if recipe.train.init_from:  # before the run exists: a bad reference writes nothing
+            try:
+                _print_warm_start(console, trainer.warm_start(recipe.train.init_from))
+            except BaseException:
+                trainer.close()
+                raise
         run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="train")
         start = 1
     outcome = "failed"  # the trackers' run status
@@ -595,6 +627,10 @@ def run_train(
         trainer.close()
     store.set_run_status(run_id, "finished")
     return summary
+
+
+def _print_warm_start(console: Console, what: str) -> None:
+    console.print(f"starting from the adapter of {what} (train.init_from)", markup=False, highlight=False)
 
 
 def train_summary(store: Store, run_id: int, iterations: int, wall_s: float) -> TrainSummary:
@@ -630,10 +666,10 @@ def _change(s: TrainSummary) -> str:
     return text
 
 
-def summary_table(s: TrainSummary) -> Table:
+def summary_table(s: TrainSummary, kind: str = "training run") -> Table:
     how = f"paired bootstrap over {s.paired_tasks} tasks" if s.change is not None else "none (no task in both evals)"
     t = Table(
-        title=f"training run {s.run_id}: held-out success",
+        title=f"{kind} {s.run_id}: held-out success",
         caption=Text(f"95% intervals: Wilson; change: {how}"),
     )
     for c in ("before", "after", "change", "iterations", "wall"):

@@ -27,7 +27,7 @@ import torch
 
 from agentrl.config import LearnerConfig, ModelConfig
 from agentrl.learner import Learner, StepSample, add_lora, count_tokens, make_micro_batches, sample_logprobs
-from agentrl.learner.update import _steps
+from agentrl.learner.update import optimiser_steps
 from agentrl.policy.logprobs import autocast_for, body_and_head
 from agentrl.policy.model import DEFAULT_SHAPE
 
@@ -75,7 +75,7 @@ def bare_update(model, opt, batches, cfg: LearnerConfig, temperature: float, ful
     body, head = body_and_head(model)
     model.train()
     t0 = time.perf_counter()
-    for step in _steps(list(range(len(batches))), batches, cfg.tokens_per_step):
+    for step in optimiser_steps(list(range(len(batches))), batches, cfg.tokens_per_step):
         n = sum(batches[i].num_loss_tokens for i in step)
         for i in step:
             mb = batches[i]

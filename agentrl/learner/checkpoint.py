@@ -239,6 +239,11 @@ def checkpoint_iteration(dir: str | Path) -> int:
     return int(_read_meta(path)["iteration"])
 
 
+def checkpoint_extra(dir: str | Path) -> dict[str, Any]:
+    """The `extra` dict a checkpoint was saved with (state.json; no model needed)."""
+    return dict(_read_meta(_resolve(dir)).get("extra") or {})
+
+
 def _load_adapter_weights(model: PeftModel, src: Path, name: str) -> None:
     """Copy the adapter saved in `src` into the model's existing adapter `name` (in place)."""
     saved = json.loads((src / "adapter_config.json").read_text())
@@ -287,6 +292,17 @@ def load_checkpoint(
     if restore_rng:
         set_rng_state(state["rng"])
     return LoadedCheckpoint(int(meta["iteration"]), dict(meta.get("extra") or {}), dict(state["extra_state_dicts"]))
+
+
+def load_adapter_weights(dir: str | Path, model: PeftModel, adapter: str = POLICY) -> int:
+    """Copy adapter `adapter` of checkpoint `dir` into the model's own adapter of that name (a warm
+    start: no optimiser, scheduler or RNG state); returns the checkpoint's iteration."""
+    path = _resolve(dir)
+    meta = _read_meta(path)
+    if adapter not in meta["adapters"]:
+        raise UserError(f"checkpoint {path} has no adapter '{adapter}'")
+    _load_adapter_weights(model, _adapter_path(path / ADAPTER_DIR, adapter), adapter)
+    return int(meta["iteration"])
 
 
 def load_adapter_for_eval(base_model: torch.nn.Module, dir: str | Path, adapter: str = POLICY) -> PeftModel:

@@ -92,7 +92,7 @@ def warmup_lambda(warmup_steps: int):
     return f
 
 
-def _steps(order: list[int], batches: list[MicroBatch], tokens_per_step: int) -> list[list[int]]:
+def optimiser_steps(order: list[int], batches: list[MicroBatch], tokens_per_step: int) -> list[list[int]]:
     """Group micro-batch indices into optimiser steps of at least `tokens_per_step` tokens (the last may be short)."""
     steps, cur, n = [], [], 0
     for i in order:
@@ -224,7 +224,7 @@ class Learner:
         try:
             for _ in range(cfg.epochs):
                 order = torch.randperm(len(batches)).tolist()
-                for step in _steps(order, batches, cfg.tokens_per_step):
+                for step in optimiser_steps(order, batches, cfg.tokens_per_step):
                     step_tokens = sum(batches[i].num_loss_tokens for i in step)
                     for i in step:
                         mb = batches[i]

@@ -64,10 +64,15 @@ def eval_counts(store: Store, run_id: int) -> dict[int, tuple[int, int]]:
         return eval_counts_by_run(s, run_id).get(run_id, {})
 
 
+# kinds of runs that train an adapter, evaluate before (iteration 0) and after, and keep checkpoints:
+# `agentrl train` (PPO) and `agentrl sft`
+TRAINED_KINDS = ("train", "sft")
+
+
 def final_eval_iteration(kind: str, evals: dict[int, tuple[int, int]]) -> int | None:
-    """The iteration of a run's "after" eval: a train run's last eval after iteration 0 (its eval at
-    iteration 0 is the "before"), an eval run's last one; None without one."""
-    return max((i for i in evals if kind != "train" or i > 0), default=None)
+    """The iteration of a run's "after" eval: a train or sft run's last eval after iteration 0 (its
+    eval at iteration 0 is the "before"), an eval run's last one; None without one."""
+    return max((i for i in evals if kind not in TRAINED_KINDS or i > 0), default=None)
 
 
 def _ci(won: int, n: int) -> list[float] | None:
@@ -101,7 +106,7 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     for r in runs:
         n, won, last_it = stats.get(r.id, (0, 0, None))
         ev = evals.get(r.id, {})
-        bn, bwon = ev.get(0, (0, 0)) if r.kind == "train" else (0, 0)
+        bn, bwon = ev.get(0, (0, 0)) if r.kind in TRAINED_KINDS else (0, 0)
         final_it = final_eval_iteration(r.kind, ev)
         en, ewon = ev[final_it] if final_it is not None else (0, 0)
         out.append(
@@ -164,12 +169,14 @@ def episode_iterations(store: Store, run_id: int, split: str | None = None) -> l
         return sorted(s.scalars(q).all())
 
 
-def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
+def get_run(store: Store, ref: str | int, kind: str | tuple[str, ...] | None = None) -> Run:
     """A run by id, or by name.
 
-    A name must name one run: of `kind` ("train" | "eval") when the command needs that kind
-    (e.g. `eval --run quickstart` wants the training run, not the eval runs it stored under
-    the same name). Several candidates are an error that lists them by id."""
+    A name must name one run: of `kind` ("train" | "eval" | "sft", or a tuple of kinds) when the
+    command needs that kind (e.g. `eval --run quickstart` wants the training run, not the eval runs
+    it stored under the same name). Several candidates are an error that lists them by id."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    kind = " or ".join(kinds) if kinds else None
     with store.session() as s:
         if isinstance(ref, int) or str(ref).isdigit():
             run = s.get(Run, int(ref))
@@ -178,7 +185,7 @@ def get_run(store: Store, ref: str | int, kind: str | None = None) -> Run:
         named = s.scalars(select(Run).where(Run.name == str(ref)).order_by(Run.id)).all()
     if not named:
         raise UserError(f"no run '{ref}' in {store.path} (see `agentrl runs`)")
-    cands = [r for r in named if kind is None or r.kind == kind]
+    cands = [r for r in named if kinds is None or r.kind in kinds]
     if not cands:
         raise UserError(
             f"run '{ref}' is not a {kind} run (ids {', '.join(str(r.id) for r in named)} are "

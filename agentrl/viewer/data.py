@@ -22,6 +22,7 @@ from agentrl.store.codec import decode_floats
 from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iteration, Run, StepRow
 from agentrl.store.queries import (
     CREDIT_METRICS,
+    TRAINED_KINDS,
     display_status,
     eval_counts_by_run,
     final_eval_iteration,
@@ -78,7 +79,7 @@ def like_pattern(text: str) -> str:
 def _before_after(kind: str, evals: dict[int, tuple[int, int]]) -> tuple[dict | None, dict | None, int | None]:
     """(before, after, after's iteration) as in `queries.list_runs`: a train run's eval at
     iteration 0 and its last eval after it; an eval run's (last) eval and no before."""
-    before = rate(evals[0][1], evals[0][0]) if kind == "train" and 0 in evals else None
+    before = rate(evals[0][1], evals[0][0]) if kind in TRAINED_KINDS and 0 in evals else None
     final_it = final_eval_iteration(kind, evals)
     after = rate(evals[final_it][1], evals[final_it][0]) if final_it is not None else None
     return before, after, final_it
