@@ -30,7 +30,7 @@ from agentrl.credit import Episode as CreditEpisode
 from agentrl.credit import Step as CreditStep
 from agentrl.credit import build_credit
 from agentrl.engines.factory import make_engine
-from agentrl.errors import UserError, WorkError
+from agentrl.errors import UserError, WorkError, reset_warnings
 from agentrl.evaluate import episode_means
 from agentrl.learner.checkpoint import ModelCard, checkpoint_iteration, load_checkpoint, save_checkpoint
 from agentrl.learner.lora import add_lora
@@ -544,6 +544,7 @@ def run_train(
     show_progress: bool = True,
 ) -> TrainSummary:
     console = console or Console(stderr=True)
+    reset_warnings()  # each distinct warning (e.g. an env's) once per run
     if resume is not None:
         run = q.get_run(store, resume, kind="train")
         if run.kind != "train":
