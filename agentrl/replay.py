@@ -56,11 +56,13 @@ def _env_reward(step) -> float:
     return float(step.info.get("env_reward", step.reward))
 
 
-def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0) -> ReplayReport:
+def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0, workers: int = 1) -> ReplayReport:
+    """Replay a stored episode in a fresh env (one worker process: a hang or crash is a divergence;
+    `workers=0`: in this process)."""
     report = ReplayReport(ep.id or 0, ep.task_id)
     # the adapter options the episode was played with (stored with it when there were any)
     options = ep.info.get("env_options") or {}
-    with EnvPool(workers=1, step_timeout=step_timeout, env_options=options) as pool:
+    with EnvPool(workers=workers, step_timeout=step_timeout, env_options=options) as pool:
         obs = pool.reset([(0, ep.task_id, ep.seed)])[0]
         if isinstance(obs, EnvFailure):
             report.steps.append(
