@@ -799,20 +799,21 @@ def envs_check(task_id, steps, seed, suite, options_yaml, model, as_json):
     if as_json:
         _print_json(report.as_dict())
     else:
-        t = Table(title=f"envs check {_lit(task_id)} (seed {seed}, up to {steps} steps)")
-        for col in ("run", "steps", "result"):
-            t.add_column(col)
-        ref = report.runs[0]
-        from agentrl.envs.check import first_difference
+        if report.runs:
+            t = Table(title=f"envs check {_lit(task_id)} (seed {seed}, up to {steps} steps)")
+            for col in ("run", "steps", "result"):
+                t.add_column(col)
+            ref = report.runs[0]
+            from agentrl.envs.check import first_difference
 
-        for r in report.runs:
-            bad = r.error if r is ref else first_difference(ref, r)
-            t.add_row(
-                _lit(r.name),
-                str(max(0, len(r.snapshots) - 1)),
-                "reference" if r is ref and not bad else ("[red]DIFFERS[/]" if bad else "[green]same[/]"),
-            )
-        out.print(t)
+            for r in report.runs:
+                bad = r.error if r is ref else first_difference(ref, r)
+                t.add_row(
+                    _lit(r.name),
+                    str(max(0, len(r.snapshots) - 1)),
+                    "reference" if r is ref and not bad else ("[red]DIFFERS[/]" if bad else "[green]same[/]"),
+                )
+            out.print(t)
         if report.admissible_max is None:
             sizes = "admissible lists: none"
         else:
@@ -832,7 +833,7 @@ def envs_check(task_id, steps, seed, suite, options_yaml, model, as_json):
             out.print("contract kept: every run saw the same observations, rewards and flags", markup=False)
     if not report.ok:
         if not as_json:
-            err.print(f"differs: {report.difference}", markup=False, highlight=False)
+            err.print(f"contract broken: {report.difference}", markup=False, highlight=False)
         sys.exit(1)
 
 

@@ -167,7 +167,7 @@ def test_check_catches_an_env_that_uses_the_global_rng(adapters, capsys):
     assert "anchor 'board" in report.difference
     code, out, err = run_cli(["envs", "check", "globalrng/board/seed-0", "--steps", "5"], capsys)
     assert code == 1
-    assert "differs: interleaved" in err and "DIFFERS" in out and "Traceback" not in err
+    assert "contract broken: interleaved A differs" in err and "DIFFERS" in out and "Traceback" not in err
 
 
 def test_check_catches_an_env_whose_reset_ignores_its_seed(adapters, capsys):
@@ -433,3 +433,18 @@ def test_entry_point_errors_and_name_clash(monkeypatch, clean_entry_points, tmp_
     assert env.step("4")[1:3] == (1.0, True)
     env.close()
     assert attributes_for("quiz2").system_intro == "You are answering a quiz."  # read from the loaded class
+
+
+class _CheckRaises(TextEnv):
+    def check_task(self, task):
+        raise ValueError("no parser yet")
+
+
+def test_check_reports_an_adapter_whose_check_task_raises(capsys):
+    register_env("raises", _CheckRaises)
+    try:
+        code, out, err = run_cli(["envs", "check", "raises/1"], capsys)
+    finally:
+        unregister_env("raises")
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == "contract broken: checking the task id raised ValueError: no parser yet"

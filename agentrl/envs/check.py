@@ -35,6 +35,7 @@ from typing import Any
 from agentrl.envs.base import Observation, TextEnv, Transition
 from agentrl.envs.pool import _Envs
 from agentrl.envs.registry import attributes_for, check_tasks, env_name_of
+from agentrl.errors import UserError
 
 FIELDS = ("text", "admissible", "anchor", "goal", "expert_plan", "reward", "terminated", "truncated", "won", "valid")
 DEFAULT_MAX_PROMPT_TOKENS = 2048  # RolloutConfig.max_prompt_tokens's default
@@ -197,11 +198,17 @@ def check_env(
     """Check the adapter of `task` against the contract (module docstring). UserError (before
     anything is played) when the task id does not parse or the options are not the adapter's."""
     options = dict(options or {})
-    check_tasks([task], options)
+    report = CheckReport(task, seed, steps)
+    try:
+        check_tasks([task], options)
+    except UserError:
+        raise
+    except Exception as e:  # the adapter's own check_task or constructor failed: that is the finding
+        report.difference = f"checking the task id raised {_err(e)}"
+        return report
     name = env_name_of(task)
     attrs = attributes_for(name, options)
     fallback = attrs.fallback_action
-    report = CheckReport(task, seed, steps)
 
     runs = [Run("alone, new instance"), Run("alone, same instance again"), Run("interleaved A"), Run("interleaved B")]
     report.runs = runs
