@@ -448,3 +448,23 @@ def test_check_reports_an_adapter_whose_check_task_raises(capsys):
         unregister_env("raises")
     assert code == 1 and "Traceback" not in err
     assert err.strip() == "contract broken: checking the task id raised ValueError: no parser yet"
+
+
+def test_check_reuses_the_instance_of_an_adapter_without_a_name(adapters):
+    """`alone, same instance again` is the same object even when the class leaves `name` at its
+    default; the interleaved runs are two other objects."""
+    resets = []
+
+    class Counting(SeedBlindEnv):
+        def reset(self, task, seed=None):
+            resets.append(self)
+            return super().reset(task, seed)
+
+    register_env("counting", Counting)
+    try:
+        assert check_env("counting/x/seed-0", steps=2).ok
+    finally:
+        unregister_env("counting")
+    assert Counting.name == "base"
+    alone, again, a, b = resets[:4]
+    assert alone is again and len({id(alone), id(a), id(b)}) == 3

@@ -60,16 +60,20 @@ class _Envs:
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
         self.envs: dict[int, TextEnv] = {}
+        self.kinds: dict[int, str] = {}  # slot -> the adapter name its env was made for (reused while it stays)
         self.last: dict[int, Observation] = {}
 
     def handle(self, op: str, slot: int, arg: Any) -> Any:
         if op == "reset":
             task, seed = arg
             env = self.envs.get(slot)
-            if env is None or env.name != env_name_of(task):
+            if env is None or self.kinds.get(slot) != env_name_of(task):
                 if env is not None:
+                    self.envs.pop(slot)
+                    self.kinds.pop(slot, None)
                     env.close()
                 env = self.envs[slot] = make_env(task, self.options)
+                self.kinds[slot] = env_name_of(task)
             obs = self.last[slot] = env.reset(task, seed=seed)
             return obs
         if op == "step":
@@ -84,6 +88,7 @@ class _Envs:
             return tr
         if op == "close":
             self.last.pop(slot, None)
+            self.kinds.pop(slot, None)
             env = self.envs.pop(slot, None)
             if env is not None:
                 env.close()
@@ -97,6 +102,7 @@ class _Envs:
             except Exception:
                 pass
         self.envs.clear()
+        self.kinds.clear()
 
 
 def _worker_main(conn: Connection, options: dict[str, Any] | None = None) -> None:
