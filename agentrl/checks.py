@@ -12,12 +12,13 @@ from agentrl.errors import UserError
 
 def checked_suite(recipe: Recipe, need: tuple[str, ...] = ("eval",)) -> Suite:
     """The recipe's suite, with UserError when a split in `need` ("train", "eval") is empty or when
-    any of its task ids (both splits) is not valid for its adapter."""
+    any of its task ids (both splits) is not valid for its adapter, or the adapter does not take the
+    env options (the suite's `options` and the recipe's `env.options`)."""
     suite = load_suite(recipe.env.suite)
     for split in need:
         if not getattr(suite, split):
             raise UserError(f"suite {suite.name} has no {split} tasks")
-    check_tasks(suite.train + suite.eval)
+    check_tasks(suite.train + suite.eval, {**suite.options, **recipe.env.options})  # and the adapter's options
     return suite
 
 

@@ -709,9 +709,9 @@ def view_cmd(host, port, db):
 
 
 # -- envs ----------------------------------------------------------------------------------
-@cli.group("envs", short_help="Environment suites: list, build.")
+@cli.group("envs", short_help="Environment suites and adapters: list, build, check.")
 def envs_group():
-    """Environment suites: list them, build their games."""
+    """Environment suites and adapters: list them, build their games, check an adapter's contract."""
 
 
 @envs_group.command("list")
@@ -735,6 +735,7 @@ def envs_list(as_json):
                         "train": len(s.train),
                         "eval": len(s.eval),
                         "description": s.description,
+                        "file": str(s.path) if s.path else None,
                     }
                     for s in suites
                 ],
@@ -788,6 +789,89 @@ def envs_build(suite, split, workers, n, seed, task_types, floorplans, small):
         console=err,
     )
     out.print(f"{len(built)} games ready for {suite}", markup=False, highlight=False)
+
+
+@envs_group.command("check", short_help="Check an adapter against the env contract.")
+@click.argument("task_id")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Steps per run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The reset seed.")
+@click.option("--suite", default=None, help="Build the adapter with this suite's options.")
+@click.option(
+    "--options",
+    "options_yaml",
+    default=None,
+    metavar="YAML",
+    help="Adapter options as a YAML mapping (over the suite's), e.g. '{info_keys: {admissible: valid}}'.",
+)
+@click.option("--model", default=None, help="Count prompt tokens with this model's tokenizer (default: estimate).")
+@_json_option
+def envs_check(task_id, steps, seed, suite, options_yaml, model, as_json):
+    """Reset and step TASK_ID's env twice alone and twice interleaved with a second instance in this
+    process, and compare observations, rewards, won, valid, admissible lists and anchors; check the
+    task id parses; report the admissible lists' and prompts' sizes; warn about what training needs
+    (expert plan, anchors, prompt length). Exit 1 at the first difference (docs/env-contract.md)."""
+    import yaml
+
+    from agentrl.envs.check import check_env
+
+    options: dict = {}
+    if suite is not None:
+        from agentrl.envs.suites import load_suite
+
+        options.update(load_suite(suite).options)
+    if options_yaml is not None:
+        try:
+            extra = yaml.safe_load(options_yaml)
+        except yaml.YAMLError:
+            raise UserError(f"--options: not YAML: {options_yaml!r}") from None
+        if not isinstance(extra, dict):
+            raise UserError("--options must be a YAML mapping, e.g. '{size: 3}'")
+        options.update(extra)
+    tokenizer = None
+    if model is not None:
+        from agentrl.policy.model import load_tokenizer
+
+        tokenizer = load_tokenizer(model)
+    report = check_env(task_id, steps=steps, seed=seed, options=options, tokenizer=tokenizer)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        if report.runs:
+            t = Table(title=f"envs check {_lit(task_id)} (seed {seed}, up to {steps} steps)")
+            for col in ("run", "steps", "result"):
+                t.add_column(col)
+            ref = report.runs[0]
+            from agentrl.envs.check import first_difference
+
+            for r in report.runs:
+                bad = r.error if r is ref else first_difference(ref, r)
+                t.add_row(
+                    _lit(r.name),
+                    str(max(0, len(r.snapshots) - 1)),
+                    "reference" if r is ref and not bad else ("[red]DIFFERS[/]" if bad else "[green]same[/]"),
+                )
+            out.print(t)
+        if report.admissible_max is None:
+            sizes = "admissible lists: none"
+        else:
+            sizes = f"admissible lists: up to {report.admissible_max} commands (mean {report.admissible_mean:.1f})"
+        approx = "" if report.tokens_exact else "~"
+        sizes += (
+            f"; largest one-turn prompt (no history): {report.prompt_chars_max} characters, "
+            f"{approx}{report.prompt_tokens_max} tokens"
+            + ("" if report.tokens_exact else " (estimated; --model counts)")
+        )
+        out.print(sizes, markup=False, highlight=False)
+        for n in report.notes:
+            out.print(n, markup=False, highlight=False)
+        for w in report.warnings:
+            err.print(f"warning: {w}", markup=False, highlight=False)
+        if report.ok:
+            out.print("contract kept: every run saw the same observations, rewards and flags", markup=False)
+    if not report.ok:
+        if not as_json:
+            err.print(f"contract broken: {report.difference}", markup=False, highlight=False)
+        sys.exit(1)
 
 
 # -- recipes -------------------------------------------------------------------------------

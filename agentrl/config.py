@@ -98,6 +98,9 @@ class EnvConfig(_Section):
     workers: int = Field(4, ge=0)  # env worker processes; 0 = step in this process
     step_timeout: float = Field(30.0, gt=0)  # seconds before a hung env is killed
     invalid_penalty: float = 0.0  # reward added on an invalid / unparseable action
+    # keyword arguments of the adapter's factory, over the suite's `options` (docs/env-contract.md);
+    # an option the adapter does not take is an error before any work
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelConfig(_Section):
@@ -137,8 +140,20 @@ class RolloutConfig(_Section):
     max_new_tokens: int = Field(32, ge=1)
     max_prompt_tokens: int = Field(2048, ge=64)
     action_parser: Literal["tag", "last_line"] = "tag"  # free mode: <action>..</action>, else last line
-    system_prompt: str | None = None  # None = built-in default
+    system_prompt: str | None = None  # None = built-in default (its first sentence: the adapter's system_intro)
+    # the valid commands listed in each user message: all | none | K (the first K, then "(N more not shown)");
+    # admissible mode still constrains decoding to the full list
+    show_admissible: str | int = "all"
     batch_size: int = Field(32, ge=1)  # max episodes generated together
+
+    @field_validator("show_admissible")
+    @classmethod
+    def _show_admissible(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value in ("all", "none") or (isinstance(value, int) and value >= 1):
+            return value
+        raise ValueError(f"expected all, none or a number K >= 1 of commands to list, got {value!r}")
 
 
 class CreditConfig(BaseModel):

@@ -17,3 +17,23 @@ class WorkError(AgentRLError):
     """A failure while doing the work (exit 1)."""
 
     exit_code = 1
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print `warning: MESSAGE` on stderr (literally, one line), once until `reset_warnings()`:
+    a run calls that when it starts, so each distinct warning is printed once per run."""
+    line = " ".join(str(message).split())
+    if line in _warned:
+        return
+    _warned.add(line)
+    import sys
+
+    sys.stderr.write(f"warning: {line}\n")
+    sys.stderr.flush()
+
+
+def reset_warnings() -> None:
+    _warned.clear()

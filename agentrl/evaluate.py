@@ -10,7 +10,7 @@ from rich.console import Console
 from agentrl.checks import check_model_device, checked_suite
 from agentrl.command import rollout_with_progress, sigterm_as_interrupt
 from agentrl.config import Recipe, recipe_to_yaml
-from agentrl.errors import WorkError
+from agentrl.errors import WorkError, reset_warnings
 from agentrl.policy.factory import make_policy
 from agentrl.rollout import RolloutStats, group_specs
 from agentrl.store.db import Store
@@ -82,6 +82,7 @@ def run_eval(
     """Roll the recipe's policy out on the suite's `split` (eval: the held-out games; train: e.g.
     expert demonstrations for `agentrl sft`), stored with that split."""
     console = console or Console(stderr=True)
+    reset_warnings()  # each distinct warning (e.g. an env's) once per run
     tasks = eval_tasks(recipe, episodes, split)  # validates the suite before anything is written
     check_model_device(recipe)  # before a model is loaded
     policy, name = make_policy(recipe, greedy=recipe.eval.greedy, adapter_path=adapter_path)

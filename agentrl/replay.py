@@ -1,5 +1,6 @@
-"""`agentrl replay`: rebuild a stored episode's env from its task id and seed, re-execute the
-stored actions, and check step by step that observations and rewards match what was stored."""
+"""`agentrl replay`: rebuild a stored episode's env from its task id, seed and adapter options
+(`episodes.info.env_options`), re-execute the stored actions, and check step by step that
+observations and rewards match what was stored."""
 
 from __future__ import annotations
 
@@ -55,9 +56,13 @@ def _env_reward(step) -> float:
     return float(step.info.get("env_reward", step.reward))
 
 
-def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0) -> ReplayReport:
+def replay_record(ep: EpisodeRecord, step_timeout: float = 30.0, workers: int = 1) -> ReplayReport:
+    """Replay a stored episode in a fresh env (one worker process: a hang or crash is a divergence;
+    `workers=0`: in this process)."""
     report = ReplayReport(ep.id or 0, ep.task_id)
-    with EnvPool(workers=1, step_timeout=step_timeout) as pool:
+    # the adapter options the episode was played with (stored with it when there were any)
+    options = ep.info.get("env_options") or {}
+    with EnvPool(workers=workers, step_timeout=step_timeout, env_options=options) as pool:
         obs = pool.reset([(0, ep.task_id, ep.seed)])[0]
         if isinstance(obs, EnvFailure):
             report.steps.append(

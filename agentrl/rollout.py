@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from agentrl.envs.base import Observation
 from agentrl.envs.pool import EnvFailure, EnvPool
 from agentrl.envs.registry import env_name_of
+from agentrl.errors import warn_once
 from agentrl.policy.base import Action, Policy, TurnContext
 from agentrl.store.records import EpisodeRecord, StepRecord
 
@@ -114,6 +115,7 @@ def run_episodes(
     queue = deque(enumerate(specs))
     live: dict[int, _Live] = {}
     free_slots = deque(range(concurrency))
+    env_options = dict(getattr(pool, "env_options", None) or {})  # stored with each episode, for replay
 
     def finish(slot: int, ep: _Live, status: str, error: str | None = None, final: str = "") -> None:
         rec = ep.rec
@@ -158,6 +160,8 @@ def run_episodes(
                     policy=policy_name,
                 )
                 rec.info["sample"] = spec.sample
+                if env_options:
+                    rec.info["env_options"] = env_options
                 version = getattr(policy, "weights_version", None)  # which weights played it (LLM policies)
                 if version is not None:
                     rec.info["weights_version"] = version
@@ -202,12 +206,20 @@ def run_episodes(
             answers[s] if s in answers else Action(text=forced[s], raw=forced[s], info={"forced": True}) for s in slots
         ]
 
+        for slot, act in list(zip(slots, actions)):
+            if act.error is not None:  # the policy cannot act in this episode: it ends, the run goes on
+                ep = live[slot]
+                finish(slot, ep, "error", f"task {ep.spec.task_id}, step {len(ep.rec.steps)}: {act.error}")
+        stepping = [(s, a) for s, a in zip(slots, actions) if a.error is None]
+        slots, actions = [s for s, _ in stepping], [a for _, a in stepping]
         t0 = time.perf_counter()
-        results = pool.step([(s, a.text if a.parsed else "") for s, a in zip(slots, actions)])
+        results = pool.step([(s, a.text if a.parsed else "") for s, a in stepping]) if stepping else []
         stats.env_s += time.perf_counter() - t0
 
         for slot, act, res in zip(slots, actions, results):
             ep = live[slot]
+            for note in getattr(res, "warnings", ()) or ():
+                warn_once(f"{ep.rec.env}: {note}")
             if act.action_ids:
                 stats.generated_tokens += len(act.action_ids)
             stats.dropped_turns += int(act.info.get("dropped_turns", 0))

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from agentrl.command import sigterm_as_interrupt
 from agentrl.config import Recipe, RolloutConfig, SFTSource, recipe_from_dict, recipe_to_yaml
+from agentrl.envs.suites import env_options
 from agentrl.errors import UserError, WorkError
 from agentrl.learner.checkpoint import checkpoint_extra, load_checkpoint, save_checkpoint
 from agentrl.learner.sft import SFTLearner, demo_samples
@@ -119,7 +120,7 @@ def run_sft(
         demos = [  # a demonstration's episode index: the episode's position in the selection
             replace(d, episode=i)
             for i, (ep, src_cfg) in enumerate(selected)
-            for d in demonstrations([ep], trainer.tokenizer, recipe.rollout, src_cfg)
+            for d in demonstrations([ep], trainer.tokenizer, recipe.rollout, src_cfg, env_options(recipe.env))
         ]
         samples = demo_samples(demos)
         if not samples:

@@ -30,7 +30,8 @@ from agentrl.credit import Episode as CreditEpisode
 from agentrl.credit import Step as CreditStep
 from agentrl.credit import build_credit
 from agentrl.engines.factory import make_engine
-from agentrl.errors import UserError, WorkError
+from agentrl.envs.suites import env_options
+from agentrl.errors import UserError, WorkError, reset_warnings
 from agentrl.evaluate import episode_means
 from agentrl.learner.checkpoint import (
     ModelCard,
@@ -243,9 +244,17 @@ class Trainer:
             compute_dtype=compute,
             recompute_old=resolve_old_logprobs(recipe.learner, self.engine.name, same_numerics),
         )
-        self.policy = LLMPolicy(self.engine, self.tokenizer, recipe.rollout, greedy=False, seed=recipe.seed)
+        options = env_options(recipe.env)  # the adapter's system_intro may depend on them
+        self.policy = LLMPolicy(
+            self.engine, self.tokenizer, recipe.rollout, greedy=False, seed=recipe.seed, env_options=options
+        )
         self.eval_policy = LLMPolicy(
-            self.engine, self.tokenizer, recipe.rollout, greedy=recipe.eval.greedy, seed=recipe.seed
+            self.engine,
+            self.tokenizer,
+            recipe.rollout,
+            greedy=recipe.eval.greedy,
+            seed=recipe.seed,
+            env_options=options,
         )
         self.name = f"llm:{recipe.model.path}"
         self.pool = None  # the env pool, made at the first rollout
@@ -567,6 +576,7 @@ def run_train(
     show_progress: bool = True,
 ) -> TrainSummary:
     console = console or Console(stderr=True)
+    reset_warnings()  # each distinct warning (e.g. an env's) once per run
     if resume is not None:
         run = q.get_run(store, resume, kind="train")
         if run.kind != "train":

@@ -158,12 +158,20 @@ def test_gym_wrapper_defaults_seed_from_reset_and_truncation():
     assert not any(r.won or r.terminated for r in results)
 
 
-def test_gym_wrapper_refuses_meta_commands():
+def test_gym_wrapper_refuses_the_commands_it_is_told_to():
+    """Neutral by default: no text-adventure meta commands are refused (the gym env gets `quit`);
+    the `refused_commands` option refuses them before the env sees them."""
     env = GymTextEnv()
-    obs = env.reset("gym:agentrl/ToyText-v0/seed-0")
+    obs = env.reset("gym:agentrl_test/Count-v0/seed-0")
+    assert env.refused_commands == frozenset() and env.fallback_action is None
     tr = env.step("quit")
-    assert tr.observation.text == "That command is not allowed." and not tr.valid
-    assert tr.observation.anchor == obs.anchor
+    assert tr.observation.text == obs.text and not tr.valid  # reached the env: not admissible there
+    env = make_env("gym:agentrl/ToyText-v0/seed-0", {"refused_commands": ["Quit", "save"]})
+    obs = env.reset("gym:agentrl/ToyText-v0/seed-0")
+    for cmd in ("quit", "QUIT now", "save game"):
+        tr = env.step(cmd)
+        assert tr.observation.text == "That command is not allowed." and not tr.valid
+        assert tr.observation.anchor == obs.anchor
 
 
 def test_gym_wrapper_errors():

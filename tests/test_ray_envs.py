@@ -179,3 +179,13 @@ def test_needs_ray_initialised(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with pytest.raises(RuntimeError, match="Ray initialised"):
         RayEnvPool(actors=1)
+
+
+def test_env_options_reach_the_actors_adapters(local_ray):
+    """Issue 17: `env_options` are passed to every adapter an actor makes, as in EnvPool's workers."""
+    options = {"refused_commands": ["go"]}
+    with RayEnvPool(actors=1, step_timeout=10, env_options=options) as pool:
+        assert pool.env_options == options
+        pool.reset([(0, "gym:agentrl/ToyText-v0/seed-0", 0)])
+        (tr,) = pool.step([(0, "go north")])
+    assert not tr.valid and tr.observation.text == "That command is not allowed."

@@ -1,11 +1,12 @@
 """Suites: bundled YAML files load with the documented splits; malformed files give one-line errors."""
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agentrl.envs.suites import envs_dir, list_suites, load_suite
+from agentrl.envs.suites import BUILTIN_SUITES, list_suites, load_suite, suite_dirs
 from agentrl.envs.toy import ToyEnv
 from agentrl.errors import UserError
 
@@ -18,7 +19,7 @@ def bundled(monkeypatch):
 def test_bundled_suites(bundled):
     import agentrl
 
-    assert envs_dir() == Path(agentrl.__file__).resolve().parent / "suites"  # package data
+    assert suite_dirs()[0] == BUILTIN_SUITES == Path(agentrl.__file__).resolve().parent / "suites"  # package data
     names = {s.name for s in list_suites()}
     assert {"textworld-w2-o3-q4", "tw-coin-l1", "tw-quick", "toy-pick", "toy-chain"} <= names
     s = load_suite("textworld-w2-o3-q4")
@@ -55,7 +56,7 @@ def _write(folder, stem, **data):
     (folder / f"{stem}.yaml").write_text(yaml.safe_dump({"name": stem, "env": "toy", **data}))
 
 
-def test_split_forms_and_envs_dir_override(suites_dir):
+def test_split_forms_and_envs_dir_search_path(suites_dir, tmp_path, monkeypatch):
     _write(
         suites_dir,
         "mine",
@@ -66,8 +67,20 @@ def test_split_forms_and_envs_dir_override(suites_dir):
     s = load_suite("mine")
     assert s.train == ["toy/chain-2/seed-4", "toy/chain-2/seed-9", "toy/chain-2/seed-2"]
     assert s.eval == ["toy/pick-2/seed-1", "toy/chain-1/seed-0"]
-    assert [x.name for x in list_suites()] == ["mine"]  # only the overriding folder
+    names = [x.name for x in list_suites()]
+    assert "mine" in names and "toy-pick" in names  # AGENTRL_ENVS_DIR adds to the built-in suites
     assert load_suite(str(suites_dir / "mine.yaml")).train == s.train  # a path works too
+    # a search path: the first folder that has a name wins, over the built-ins too
+    other = tmp_path / "other"
+    other.mkdir()
+    _write(other, "mine", train={"tasks": ["toy/pick-3/seed-0"]}, eval={"tasks": ["toy/pick-3/seed-1"]})
+    _write(other, "toy-pick", train={"tasks": ["toy/pick-2/seed-0"]}, eval={"tasks": ["toy/pick-2/seed-1"]})
+    monkeypatch.setenv("AGENTRL_ENVS_DIR", os.pathsep.join([str(suites_dir), str(other)]))
+    assert load_suite("mine").train == s.train and load_suite("mine").path == suites_dir / "mine.yaml"
+    assert load_suite("toy-pick").train == ["toy/pick-2/seed-0"]  # shadows the built-in
+    assert [x.name for x in list_suites()].count("mine") == 1
+    with pytest.raises(UserError, match=f"searched {suites_dir}"):
+        load_suite("nope")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""`agentrl envs build`: generate and cache the games of a suite (or ALFWorld games from the generator)."""
+"""`agentrl envs build`: generate and cache the games of a suite (or ALFWorld games from the generator).
+
+Each adapter builds its own games through its optional hook `build_tasks(task_ids, workers,
+progress)` (docs/env-contract.md): TextWorld generates and caches, ALFWorld generates and verifies,
+a third-party adapter does what it defines; an adapter without the hook has nothing to build."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agentrl.envs.registry import check_tasks, env_name_of
+from agentrl.envs.registry import check_tasks, env_name_of, make_env
 from agentrl.envs.suites import load_suite
 from agentrl.errors import UserError
 
@@ -47,27 +51,6 @@ def build_missing(
                 progress(counts[futures[fut]])
 
 
-# adapter name -> "module:function(task_ids, workers, progress) -> list"
-_BUILDERS = {
-    "textworld": "agentrl.envs.textworld:build_games",
-    "alfworld": "agentrl.envs.alfworld:build_tasks",
-}
-
-
-def _builder(env: str):
-    spec = _BUILDERS.get(env)
-    if spec is None:
-        return None
-    module, _, attr = spec.partition(":")
-    try:
-        mod = __import__(module, fromlist=[attr])
-    except ImportError as e:
-        raise UserError(
-            f"building {env} games needs an optional package ({e.name}): pip install 'agentrl[{env}]'"
-        ) from None
-    return getattr(mod, attr)
-
-
 def build(
     name: str,
     split: str = "all",
@@ -83,7 +66,7 @@ def build(
     suite = None
     if name != "alfworld":  # a suite: every task id is checked before anything is built
         suite = load_suite(name)
-        check_tasks(suite.train + suite.eval)
+        check_tasks(suite.train + suite.eval, suite.options)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -116,10 +99,15 @@ def build(
             by_env.setdefault(env_name_of(t), []).append(t)
         out = []
         for env, ids in by_env.items():
-            fn = _builder(env)
-            if fn is None:  # nothing to generate for this adapter (e.g. toy, gym)
-                out += ids
-                continue
-            bar = progress.add_task(f"{name} ({env})", total=len(ids))
-            out += fn(ids, workers=workers, progress=lambda k, b=bar: progress.advance(b, k))
+            adapter = make_env(env, suite.options)
+            try:
+                hook = getattr(adapter, "build_tasks", None)  # the adapter's build hook
+                if not callable(hook):  # nothing to generate for this adapter (e.g. toy, gym)
+                    out += ids
+                    continue
+                bar = progress.add_task(f"{name} ({env})", total=len(ids))
+                built = hook(ids, workers=workers, progress=lambda k, b=bar: progress.advance(b, k))
+                out += list(built) if built is not None else ids
+            finally:
+                adapter.close()
         return out

@@ -6,8 +6,10 @@
     text, reward, terminated, truncated, info = env.step(info["admissible"][0])
 
 Registered ids: agentrl/TextWorld-v0, agentrl/ALFWorld-v0, agentrl/Toy-v0 (adapters,
-through one generic `AdapterEnv`), and agentrl/ToyText-v0 (a plain gymnasium text env
-used to test the `gym:` wrapper). The task can also be chosen per episode with
+through one generic `AdapterEnv`), `agentrl/<name>-v0` for every third-party adapter installed
+through the `agentrl.envs` entry points (e.g. agentrl/lights-v0), and agentrl/ToyText-v0 (a plain
+gymnasium text env used to test the `gym:` wrapper). `gymnasium.make(id, task=..., env_options={...})`
+passes adapter options. The task can also be chosen per episode with
 `env.reset(options={"task": ...})`. Observations and actions are `gymnasium.spaces.Text`;
 `info` carries admissible, goal, anchor, won, valid and the adapter's own info
 (expert_plan, score, ...). Registration is lazy (entry-point strings): nothing heavy is
@@ -16,13 +18,14 @@ imported until an env is made.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gymnasium
 from gymnasium.spaces import Text
 
 from agentrl.envs.base import MAX_ACTION_CHARS, Observation
-from agentrl.envs.registry import env_name_of, make_env
+from agentrl.envs.registry import env_name_of, make_env, third_party_envs
 from agentrl.errors import UserError
 
 # Printable ASCII, tab/newline, Latin-1 letters and common typographic punctuation:
@@ -38,6 +41,12 @@ MAX_OBS_CHARS = 65536
 
 ADAPTER_IDS = {"agentrl/TextWorld-v0": "textworld", "agentrl/ALFWorld-v0": "alfworld", "agentrl/Toy-v0": "toy"}
 DEFAULT_TASKS = {"toy": "toy/chain-3/seed-0"}
+_GYM_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # adapter names usable in a gymnasium id
+
+
+def adapter_gym_id(adapter: str) -> str | None:
+    """The gymnasium id of a third-party adapter: `agentrl/<name>-v0` (None if the name cannot be one)."""
+    return f"agentrl/{adapter}-v0" if _GYM_NAME.fullmatch(adapter) else None
 
 
 def fit_text(text: str, max_length: int = MAX_OBS_CHARS) -> str:
@@ -52,13 +61,19 @@ class AdapterEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, adapter: str, task: str | None = None, max_length: int = MAX_OBS_CHARS) -> None:
+    def __init__(
+        self,
+        adapter: str,
+        task: str | None = None,
+        max_length: int = MAX_OBS_CHARS,
+        env_options: dict[str, Any] | None = None,
+    ) -> None:
         self.adapter = adapter
         self.task = task or DEFAULT_TASKS.get(adapter)
         self.max_length = max_length
         self.observation_space = Text(max_length=max_length, min_length=0, charset=TEXT_CHARSET)
         self.action_space = Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=TEXT_CHARSET)
-        self._env = make_env(adapter)
+        self._env = make_env(adapter, env_options)
 
     def _info(self, obs: Observation, won: bool = False, valid: bool = True) -> dict[str, Any]:
         return {
@@ -94,9 +109,16 @@ class AdapterEnv(gymnasium.Env):
 
 
 def register_gymnasium_envs() -> None:
-    """Register the agentrl/* ids with gymnasium (idempotent; called on `import agentrl.envs`)."""
+    """Register the agentrl/* ids with gymnasium, third-party adapters' included (idempotent; called on
+    `import agentrl.envs`)."""
     for env_id, adapter in ADAPTER_IDS.items():
         if env_id not in gymnasium.registry:
+            gymnasium.register(
+                id=env_id, entry_point="agentrl.envs.gymnasium_api:AdapterEnv", kwargs={"adapter": adapter}
+            )
+    for adapter in third_party_envs():
+        env_id = adapter_gym_id(adapter)
+        if env_id is not None and env_id not in gymnasium.registry:
             gymnasium.register(
                 id=env_id, entry_point="agentrl.envs.gymnasium_api:AdapterEnv", kwargs={"adapter": adapter}
             )

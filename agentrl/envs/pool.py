@@ -8,7 +8,8 @@ request was running: the worker is restarted and the other episodes it hosted ar
 rebuilt on the new worker by re-playing their actions (envs are deterministic given
 task id and seed), so the run goes on.
 
-`workers=0` steps every env in this process (no timeout protection).
+`workers=0` steps every env in this process (no timeout protection). `env_options` (the recipe's
+`env.options` over its suite's) are passed to every adapter the pool makes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
+from agentrl.envs.base import Observation, TextEnv, Transition
 from agentrl.envs.registry import env_name_of, make_env
 
 
@@ -46,42 +47,48 @@ class _Slot:
     actions: list[str] = field(default_factory=list)
 
 
-REFUSED = "That command is not allowed."
-
-
 class _Envs:
-    """The envs of one process, keyed by slot; shared by the in-process and worker paths.
+    """The envs of one process, keyed by slot; shared by the in-process and worker paths (and by
+    `agentrl envs check`).
 
-    Action hygiene happens here, for every adapter: actions are cleaned with
-    `clean_action`, and a refused one (empty, a meta command) never reaches the env:
-    the step is invalid and the state is unchanged.
+    Action hygiene happens here, for every adapter, by the adapter's own rules
+    (`TextEnv.clean_action`: its hygiene attributes and `refused_commands`): a refused action
+    (empty, a refused command) never reaches the env: the step is invalid, the state unchanged,
+    and the observation is the adapter's `refused_text`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
         self.envs: dict[int, TextEnv] = {}
+        self.kinds: dict[int, str] = {}  # slot -> the adapter name its env was made for (reused while it stays)
         self.last: dict[int, Observation] = {}
 
     def handle(self, op: str, slot: int, arg: Any) -> Any:
         if op == "reset":
             task, seed = arg
             env = self.envs.get(slot)
-            if env is None or env.name != env_name_of(task):
+            if env is None or self.kinds.get(slot) != env_name_of(task):
                 if env is not None:
+                    self.envs.pop(slot)
+                    self.kinds.pop(slot, None)
                     env.close()
-                env = self.envs[slot] = make_env(task)
+                env = self.envs[slot] = make_env(task, self.options)
+                self.kinds[slot] = env_name_of(task)
             obs = self.last[slot] = env.reset(task, seed=seed)
             return obs
         if op == "step":
-            text, ok = clean_action(arg)
+            env = self.envs[slot]
+            text, ok = env.clean_action(arg)
             if not ok:
                 last = self.last[slot]
-                obs = Observation(REFUSED, last.admissible, last.goal, last.anchor, dict(last.info))
+                obs = Observation(env.refused_text, last.admissible, last.goal, last.anchor, dict(last.info))
                 return Transition(obs, 0.0, False, valid=False)
-            tr = self.envs[slot].step(text)
+            tr = env.step(text)
             self.last[slot] = tr.observation
             return tr
         if op == "close":
             self.last.pop(slot, None)
+            self.kinds.pop(slot, None)
             env = self.envs.pop(slot, None)
             if env is not None:
                 env.close()
@@ -95,14 +102,15 @@ class _Envs:
             except Exception:
                 pass
         self.envs.clear()
+        self.kinds.clear()
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(conn: Connection, options: dict[str, Any] | None = None) -> None:
     # Ctrl-C reaches the whole process group: the parent turns it into a clean stop and
     # closes (or kills) its workers, so a worker ignores SIGINT instead of printing a
     # KeyboardInterrupt traceback of its own. It still ends when the parent goes (EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    envs = _Envs()
+    envs = _Envs(options)
     while True:
         try:
             batch = conn.recv()
@@ -119,14 +127,21 @@ def _worker_main(conn: Connection) -> None:
 
 
 class EnvPool:
-    def __init__(self, workers: int = 4, step_timeout: float = 30.0, start_method: str = "spawn"):
+    def __init__(
+        self,
+        workers: int = 4,
+        step_timeout: float = 30.0,
+        start_method: str = "spawn",
+        env_options: dict[str, Any] | None = None,
+    ):
+        self.env_options = dict(env_options or {})
         self.n_workers = max(0, int(workers))
         self.step_timeout = float(step_timeout)
         self._ctx = mp.get_context(start_method)
         self._procs: list[Any] = [None] * self.n_workers
         self._conns: list[Connection | None] = [None] * self.n_workers
         self._slots: dict[int, _Slot] = {}
-        self._local = _Envs() if self.n_workers == 0 else None
+        self._local = _Envs(self.env_options) if self.n_workers == 0 else None
         self._rid = 0
         self.restarts = 0
 
@@ -195,7 +210,9 @@ class EnvPool:
         p = self._procs[w]
         if p is None or not p.is_alive():
             parent, child = self._ctx.Pipe()
-            p = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"agentrl-env-{w}")
+            p = self._ctx.Process(
+                target=_worker_main, args=(child, self.env_options), daemon=True, name=f"agentrl-env-{w}"
+            )
             p.start()
             child.close()
             self._procs[w], self._conns[w] = p, parent

@@ -50,7 +50,7 @@ import textworld.challenges
 import textworld.generator
 from textworld import EnvInfos, GameOptions
 
-from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
+from agentrl.envs.base import Observation, TextAdventureEnv, Transition, clean_action
 from agentrl.errors import UserError
 
 _FIRST_COMMAND = re.compile(r"[.;!?]|,?\s+then\s+|\bthen\b\s*", re.IGNORECASE)
@@ -257,7 +257,7 @@ def _norm(command: str) -> str:
 # ---------------------------------------------------------------- the adapter
 
 
-class TextWorldEnv(TextEnv):
+class TextWorldEnv(TextAdventureEnv):
     """Turn-level adapter over `textworld.start`. Reuses the loaded game across resets of
     the same file; generates (and caches) a game on first use of its task id."""
 
@@ -303,6 +303,10 @@ class TextWorldEnv(TextEnv):
 
     def check_task(self, task: str) -> None:
         parse_task(task)
+
+    def build_tasks(self, task_ids: list[str], workers: int = 1, progress: Callable[[int], None] | None = None):
+        """`agentrl envs build`: generate and cache the games (docs/env-contract.md, build hook)."""
+        return build_games(task_ids, workers=workers, progress=progress)
 
     def reset(self, task: str, seed: int | None = None) -> Observation:
         self._load(ensure_game(task))

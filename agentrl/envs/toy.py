@@ -29,7 +29,7 @@ from typing import Any
 
 import gymnasium
 
-from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
+from agentrl.envs.base import Observation, TextAdventureEnv, Transition, clean_action
 from agentrl.envs.gymnasium_api import TEXT_CHARSET
 from agentrl.errors import UserError
 
@@ -62,7 +62,7 @@ def _shuffled(items: list[str], *key: Any) -> list[str]:
     return out
 
 
-class ToyEnv(TextEnv):
+class ToyEnv(TextAdventureEnv):
     """All toy games behind the turn-level protocol."""
 
     name = "toy"

@@ -38,6 +38,9 @@ class Action:
     logprobs: list[float] | None = None  # log-prob of each generated id under the sampling distribution
     parsed: bool = True  # False when free-text output could not be parsed into an action
     info: dict = field(default_factory=dict)  # e.g. {"dropped_turns": 1}
+    # the policy could not act in this episode (e.g. its prompt cannot fit max_prompt_tokens): the
+    # rollout ends that episode with status error and this reason (task and step added), the run goes on
+    error: str | None = None
 
 
 class Policy(Protocol):

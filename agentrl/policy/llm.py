@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 
 from agentrl.config import RolloutConfig
 from agentrl.engines.base import Engine, Request, Sampling
+from agentrl.envs.registry import env_name_of
 from agentrl.policy.base import Action, TurnContext
 from agentrl.policy.constrained import parse_action
-from agentrl.policy.prompt import Turn, build_prompt, chat_format, system_message, system_prompt_for, user_message
+from agentrl.policy.prompt import (
+    PromptTooLong,
+    Turn,
+    build_prompt,
+    chat_format,
+    system_message,
+    system_prompt_for,
+    user_message,
+)
 
 
 @dataclass
@@ -41,11 +50,20 @@ class LLMPolicy:
 
     name = "llm"
 
-    def __init__(self, engine: Engine, tokenizer, rollout_cfg: RolloutConfig, greedy: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer,
+        rollout_cfg: RolloutConfig,
+        greedy: bool = False,
+        seed: int = 0,
+        env_options: dict | None = None,
+    ):
         self.engine, self.tok, self.cfg = engine, tokenizer, rollout_cfg
         self.greedy, self.seed = greedy, seed
         self.fmt = chat_format(tokenizer)
-        self.system_prompt = system_prompt_for(rollout_cfg)
+        self.env_options = dict(env_options or {})
+        self._system_prompts: dict[str, str] = {}  # adapter name -> system prompt (its system_intro)
         self.sampling = Sampling(
             temperature=rollout_cfg.temperature,
             top_p=rollout_cfg.top_p,
@@ -73,32 +91,48 @@ class LLMPolicy:
         self.episodes.clear()
         self.engine.reset()
 
+    def system_prompt(self, task_id: str) -> str:
+        """The system prompt of a task's episodes (before the goal): the recipe's, else the built-in one
+        opened by its adapter's `system_intro`."""
+        env = env_name_of(task_id)
+        if env not in self._system_prompts:
+            self._system_prompts[env] = system_prompt_for(self.cfg, env, self.env_options)
+        return self._system_prompts[env]
+
     def act(self, contexts: list[TurnContext]) -> list[Action]:
-        prompts, requests = [], []
-        for ctx in contexts:
+        prompts, requests, asked = [], [], []
+        failed: dict[int, Action] = {}  # index in contexts -> the episode's end (its prompt cannot fit)
+        for i, ctx in enumerate(contexts):
             new = ctx.key not in self.episodes or ctx.t == 0  # a new episode reuses nothing (weights may differ)
             if new:
                 self.episodes[ctx.key] = _Episode()
             obs = ctx.observation
-            prompt = build_prompt(
-                self.fmt,
-                system_message(self.system_prompt, obs.goal),
-                self._history(ctx, self.episodes[ctx.key]),
-                obs.text,
-                obs.admissible,
-                self.cfg.history,
-                self.cfg.max_prompt_tokens,
-            )
+            try:
+                prompt = build_prompt(
+                    self.fmt,
+                    system_message(self.system_prompt(ctx.task_id), obs.goal),
+                    self._history(ctx, self.episodes[ctx.key]),
+                    obs.text,
+                    obs.admissible,
+                    self.cfg.history,
+                    self.cfg.max_prompt_tokens,
+                    self.cfg.show_admissible,
+                )
+            except PromptTooLong as e:  # this episode cannot go on; the others do
+                failed[i] = Action(text="", raw="", parsed=False, error=str(e))
+                continue
             constrained = self.cfg.action_mode == "admissible" and bool(obs.admissible)
             seed = None if ctx.sample_key is None else turn_seed(self.seed, ctx.sample_key, ctx.t)
             prompts.append(prompt)
+            asked.append(i)
             requests.append(
                 Request(
                     ctx.key, list(prompt.ids), list(obs.admissible) if constrained else None, seed, new, ctx.group_id
                 )
             )
         gens = self.engine.generate(requests, self.sampling) if requests else []
-        return [self._action(c, p, r, g) for c, p, r, g in zip(contexts, prompts, requests, gens)]
+        done = {i: self._action(contexts[i], p, r, g) for i, p, r, g in zip(asked, prompts, requests, gens)}
+        return [done[i] if i in done else failed[i] for i in range(len(contexts))]
 
     def _history(self, ctx: TurnContext, ep: _Episode) -> list[Turn]:
         """Earlier turns: from this policy's memory when it played them, else from the context."""

@@ -28,7 +28,11 @@ starts with `prompt[t] + action_ids[t]`, exactly when
   3. the system prompt and goal did not change.
 Whenever a prompt would exceed `max_prompt_tokens`, the oldest shown turns are dropped
 (which moves `s` and breaks the property for that step), then as a last resort the
-current observation is cut.
+current observation is cut; when even that cannot fit, `PromptTooLong` (the LLM policy ends that
+episode with it, never the run).
+
+`rollout.show_admissible` (all | none | K) says how much of the admissible list a user message
+lists; the built-in system prompts open with the adapter's `system_intro`.
 """
 
 from __future__ import annotations
@@ -36,46 +40,65 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from agentrl.envs.base import TEXT_ADVENTURE_INTRO
 from agentrl.errors import UserError
 
 _SENTINEL = "ACTIONSENTINEL"
 TRUNCATION_MARK = " [...]"
 
-DEFAULT_SYSTEM_PROMPTS = {
+# What follows the adapter's `system_intro` in the built-in system prompts, per action mode / parser.
+SYSTEM_PROMPT_RULES = {
     "admissible": (
-        "You are playing a text adventure game. Each turn you read what happened and answer with "
+        "Each turn you read what happened and answer with "
         "exactly one command from the list of valid commands, and nothing else."
     ),
     "tag": (
-        "You are playing a text adventure game. Each turn you read what happened and answer with "
+        "Each turn you read what happened and answer with "
         "exactly one short command inside action tags, for example <action>go north</action>."
     ),
-    "last_line": (
-        "You are playing a text adventure game. Each turn you read what happened and answer with "
-        "exactly one short command, for example: go north"
-    ),
+    "last_line": "Each turn you read what happened and answer with exactly one short command, for example: go north",
 }
 
 
-def default_system_prompt(action_mode: str, action_parser: str = "tag") -> str:
-    return DEFAULT_SYSTEM_PROMPTS["admissible" if action_mode == "admissible" else action_parser]
+class PromptTooLong(UserError):
+    """Even the current turn alone, with the observation cut, does not fit `max_prompt_tokens`."""
 
 
-def system_prompt_for(rollout) -> str:
-    """The system prompt the LLM policy uses under a `RolloutConfig` (before the goal is added):
-    its `system_prompt`, else the built-in default of its action mode and parser."""
-    return rollout.system_prompt or default_system_prompt(rollout.action_mode, rollout.action_parser)
+def default_system_prompt(action_mode: str, action_parser: str = "tag", intro: str = TEXT_ADVENTURE_INTRO) -> str:
+    """The built-in system prompt: the adapter's `system_intro`, then the rules of the action mode."""
+    rules = SYSTEM_PROMPT_RULES["admissible" if action_mode == "admissible" else action_parser]
+    return f"{intro} {rules}" if intro else rules
+
+
+def system_prompt_for(rollout, env: str | None = None, options=None) -> str:
+    """The system prompt the LLM policy uses under a `RolloutConfig` (before the goal is added) for
+    episodes of adapter `env` (built with `options`): the recipe's `system_prompt`, else the built-in
+    default of its action mode and parser opened by the adapter's `system_intro` (env None: the
+    text-adventure one)."""
+    if rollout.system_prompt:
+        return rollout.system_prompt
+    intro = TEXT_ADVENTURE_INTRO
+    if env is not None:
+        from agentrl.envs.registry import attributes_for
+
+        intro = attributes_for(env, options).system_intro
+    return default_system_prompt(rollout.action_mode, rollout.action_parser, intro)
 
 
 def system_message(system_prompt: str, goal: str) -> str:
     return f"{system_prompt}\n\nGoal: {goal}" if goal.strip() else system_prompt
 
 
-def user_message(observation: str, admissible: list[str] | None) -> str:
-    """What the agent reads in one turn: the observation, then the valid commands if known."""
+def user_message(observation: str, admissible: list[str] | None, show: str | int = "all") -> str:
+    """What the agent reads in one turn: the observation, then the valid commands if known.
+    `show` (`rollout.show_admissible`): all of them, none, or the first K followed by
+    "(N more not shown)"."""
     text = observation.strip()
-    if admissible:
-        text += "\n\nValid commands:\n" + "\n".join(f"- {c}" for c in admissible)
+    if admissible and show != "none":
+        listed = admissible if show == "all" or len(admissible) <= int(show) else admissible[: int(show)]
+        text += "\n\nValid commands:\n" + "\n".join(f"- {c}" for c in listed)
+        if len(listed) < len(admissible):
+            text += f"\n({len(admissible) - len(listed)} more not shown)"
     return text
 
 
@@ -174,16 +197,17 @@ def build_prompt(
     admissible: list[str] | None,
     history: int,
     max_prompt_tokens: int,
+    show_admissible: str | int = "all",
 ) -> Prompt:
     """The prompt for the next turn given all earlier `turns` of the episode.
 
     `history` = number of earlier turns shown (-1 = all). Turns are dropped oldest first
     until the prompt fits `max_prompt_tokens`; then the observation is cut (its start is
-    kept, followed by " [...]"). Raises UserError if even that cannot fit.
+    kept, followed by " [...]"). Raises PromptTooLong (a UserError) if even that cannot fit.
     """
     window_start = 0 if history < 0 else max(0, len(turns) - history)
     start = window_start
-    user = user_message(observation, admissible)
+    user = user_message(observation, admissible, show_admissible)
     truncated = False
     for _ in range(8):  # observation-cutting rounds (normally 0 or 1)
         nexts = [t.user for t in turns[start + 1 :]] + [user]
@@ -203,11 +227,16 @@ def build_prompt(
         obs_ids = fmt.encode(observation)
         keep = len(obs_ids) - over - len(fmt.encode(TRUNCATION_MARK)) - 2
         if keep <= 0:
-            raise UserError(
-                f"max_prompt_tokens={max_prompt_tokens} is too small for the system prompt and valid commands"
+            listed = "" if not admissible or show_admissible == "none" else f" and {len(admissible)} valid commands"
+            if listed and show_admissible != "all" and len(admissible) > int(show_admissible):
+                listed = f" and {show_admissible} of {len(admissible)} valid commands"
+            raise PromptTooLong(
+                f"the prompt does not fit max_prompt_tokens={max_prompt_tokens}: the system prompt{listed} "
+                f"alone take {len(fmt.head(system, user_message('', admissible, show_admissible)))} tokens "
+                "(list fewer with rollout.show_admissible: K, or raise rollout.max_prompt_tokens)"
             )
         observation = fmt.tok.decode(obs_ids[:keep]) + TRUNCATION_MARK
-        user = user_message(observation, admissible)
+        user = user_message(observation, admissible, show_admissible)
         truncated = True
         start = len(turns)  # only the current turn is left
-    raise UserError(f"cannot fit the prompt into max_prompt_tokens={max_prompt_tokens}")
+    raise PromptTooLong(f"cannot fit the prompt into max_prompt_tokens={max_prompt_tokens}")

@@ -107,13 +107,17 @@ def demonstrations(
     tokenizer,
     rollout: RolloutConfig,
     source: RolloutConfig | None = None,
+    env_options: dict | None = None,
 ) -> Iterator[Demonstration]:
     """The demonstrated turns of `episodes` as a policy under `rollout` would be prompted for them.
     `source`: the rollout config of the run that played them (None: the same as `rollout`); its
-    generated ids are reused only when its action format is the recipe's (`same_action_format`)."""
+    generated ids are reused only when its action format is the recipe's (`same_action_format`).
+    `env_options`: the recipe's adapter options (its system prompt may depend on them). A turn
+    whose prompt cannot fit `max_prompt_tokens` ends that episode's demonstrations, as it ends the
+    episode at rollout."""
     reuse = same_action_format(source or rollout, rollout)
     engine = TeacherEngine()
-    policy = LLMPolicy(engine, tokenizer, rollout, greedy=True)
+    policy = LLMPolicy(engine, tokenizer, rollout, greedy=True, env_options=env_options)
     for e, ep in enumerate(episodes):
         key = 0
         history: list[tuple[str, str]] = []
@@ -124,6 +128,8 @@ def demonstrations(
             obs = Observation(text=st.observation, admissible=st.admissible, goal=ep.goal, anchor=st.anchor)
             ctx = TurnContext(key=key, task_id=ep.task_id, t=t, observation=obs, history=list(history))
             act = policy.act([ctx])[0]
+            if act.error:  # the prompt cannot fit: the policy would have ended the episode here
+                break
             if ids is not None:
                 allowed = None
                 if rollout.action_mode == "admissible" and st.admissible:

@@ -12,14 +12,20 @@ from agentrl.config import Recipe
 
 
 def make_pool(recipe: Recipe):
-    """The env pool of `recipe.runtime` (a context manager; `close()` ends its workers or actors)."""
+    """The env pool of `recipe.runtime` (a context manager; `close()` ends its workers or actors), making
+    its adapters with the recipe's env options (`agentrl.envs.suites.env_options`)."""
+    from agentrl.envs.suites import env_options
+
+    options = env_options(recipe.env)
     if recipe.runtime.backend == "ray":
         from agentrl.runtime.cluster import connect
         from agentrl.runtime.ray_envs import RayEnvPool
 
         connect(recipe.runtime)
         rt = recipe.runtime
-        return RayEnvPool(rt.env_workers, recipe.env.step_timeout, dict(rt.env_resources), spread=rt.spread)
+        return RayEnvPool(
+            rt.env_workers, recipe.env.step_timeout, dict(rt.env_resources), spread=rt.spread, env_options=options
+        )
     from agentrl.envs.pool import EnvPool
 
-    return EnvPool(recipe.env.workers, recipe.env.step_timeout)
+    return EnvPool(recipe.env.workers, recipe.env.step_timeout, env_options=options)

@@ -60,8 +60,8 @@ START_TRIES = 3  # creations of one actor in a row that may die before it starts
 class _EnvHost:
     """The body of one env actor: the local pool's `_Envs`, behind remote calls."""
 
-    def __init__(self) -> None:
-        self.envs = _Envs()
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.envs = _Envs(options)
 
     def node_ip(self) -> str:
         import ray
@@ -132,11 +132,13 @@ class RayEnvPool:
         resources: dict[str, float] | None = None,
         spread: bool = True,
         start_timeout: float | None = None,
+        env_options: dict[str, Any] | None = None,
     ):
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("RayEnvPool needs Ray initialised first (ray.init or agentrl.runtime.cluster.connect)")
+        self.env_options = dict(env_options or {})  # passed to every adapter the actors make
         self.n_actors = max(1, int(actors))
         self.step_timeout = float(step_timeout)
         # creating a worker and importing the envs is not a step; on a cluster an actor may wait for a node
@@ -230,7 +232,7 @@ class RayEnvPool:
 
     # -- actors ----------------------------------------------------------------------------
     def _spawn(self, a: int) -> None:
-        handle = _actor_class().options(**self._options).remote()
+        handle = _actor_class().options(**self._options).remote(self.env_options)
         self._actors[a] = handle
         self._ready[a] = handle.node_ip.remote()
         self._started[a] = False  # _ips[a] stays the replaced actor's until this one starts

@@ -79,8 +79,11 @@ class IGPOProvider:
         prompt (same system prompt, history window, length limit) with the final observation."""
         ro = self.recipe.rollout
         last = rec.steps[-1]
-        turns = [Turn(user_message(s.observation, s.admissible), list(s.action_ids or [])) for s in rec.steps]
-        system = system_message(system_prompt_for(ro), rec.goal)
+        turns = [
+            Turn(user_message(s.observation, s.admissible, ro.show_admissible), list(s.action_ids or []))
+            for s in rec.steps
+        ]
+        system = system_message(system_prompt_for(ro, rec.env, rec.info.get("env_options")), rec.goal)
         try:
             return build_prompt(
                 self.fmt, system, turns, rec.final_observation, None, ro.history, ro.max_prompt_tokens

@@ -20,10 +20,10 @@ The messages are rendered as the LLM policy renders its prompts (`agentrl.policy
 `agentrl.policy.prompt`), from the run's stored recipe:
 
 - system: `system_message(rollout.system_prompt or default_system_prompt(action_mode,
-  action_parser), goal)`, with the episode's goal;
-- users: `user_message(observation, admissible)`: the observation and that turn's list of
-  valid commands; earlier turns keep the list they were shown with (the policy remembers each
-  turn's user message as shown);
+  action_parser, the adapter's system_intro), goal)`, with the episode's goal;
+- users: `user_message(observation, admissible, rollout.show_admissible)`: the observation and
+  that turn's list of valid commands as shown; earlier turns keep the list they were shown with
+  (the policy remembers each turn's user message as shown);
 - the window: the last `rollout.history` earlier turns (-1 = all), less the oldest
   `dropped_turns` the policy left out to fit `max_prompt_tokens` (stored in each step's info);
 - assistant: the decoded generated ids (the stored `raw`): in admissible mode the command, in
@@ -103,7 +103,7 @@ def episode_turns(
 ) -> Iterator[tuple[StepRecord, list[dict[str, str]]]]:
     """(step, messages ending with that step's assistant reply) for every turn the policy played."""
     cfg = rollout
-    system = system_message(system_prompt_for(cfg), episode.goal)
+    system = system_message(system_prompt_for(cfg, episode.env, episode.info.get("env_options")), episode.goal)
     memory: list[tuple[str, str]] = []  # every earlier turn as the policy shows it, like LLMPolicy's
     for i, st in enumerate(episode.steps):
         if st.info.get("forced"):
@@ -112,7 +112,7 @@ def episode_turns(
             memory = [(user_message(s.observation, None), s.action) for s in episode.steps[:i]]
         window_start = 0 if cfg.history < 0 else max(0, i - cfg.history)
         start = min(i, window_start + int(st.info.get("dropped_turns", 0) or 0))
-        user = user_message(st.observation, st.admissible)
+        user = user_message(st.observation, st.admissible, cfg.show_admissible)
         action = assistant_text(st, cfg)
         yield st, turn_messages(system, memory[start:i], user, action, system_role)
         memory.append((user, action))

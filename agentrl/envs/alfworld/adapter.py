@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.envs.alfworld.generate import check_task_id, ensure_game, game_path, parse_task_id
-from agentrl.envs.base import Observation, TextEnv, Transition, clean_action
+from agentrl.envs.base import Observation, TextAdventureEnv, Transition, clean_action
 from agentrl.errors import UserError
 
 WIN_REWARD = 1.0
@@ -60,7 +60,7 @@ def normalize_command(action: str, admissible: list[str]) -> str:
     return cmd
 
 
-class AlfWorldEnv(TextEnv):
+class AlfWorldEnv(TextAdventureEnv):
     """Generated ALFWorld games as a turn-level env (see the module docstring)."""
 
     name = "alfworld"
@@ -84,6 +84,12 @@ class AlfWorldEnv(TextEnv):
 
     def check_task(self, task: str) -> None:
         check_task_id(task)
+
+    def build_tasks(self, task_ids: list[str], workers: int = 1, progress=None):
+        """`agentrl envs build`: generate, verify (the planner's plan wins) and cache the games."""
+        from agentrl.envs.alfworld.generate import build_tasks
+
+        return build_tasks(task_ids, workers=workers, progress=progress)
 
     def reset(self, task: str, seed: int | None = None) -> Observation:
         """Start `task` from its initial state (games are deterministic: `seed` is unused)."""

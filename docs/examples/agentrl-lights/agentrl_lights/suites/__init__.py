@@ -1,0 +1,1 @@
+"""Suites shipped with agentrl-lights (found through the `agentrl.suites` entry point)."""
