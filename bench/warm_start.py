@@ -104,9 +104,7 @@ def arms(store, names: list[str], png: str | None) -> None:
         rl_min = _minutes(store, run)
         start, final = eval_of(store, run.id, 0), eval_of(store, run.id)
         iters = len([r for r in q.iterations(store, run.id) if r["index"] > 0])
-        print(
-            f"| {name} | {epochs} | {iters} | {sft_min:.1f} | {rl_min:.1f} | {_fmt(start)} | {_fmt(final)} |"
-        )
+        print(f"| {name} | {epochs} | {iters} | {sft_min:.1f} | {rl_min:.1f} | {_fmt(start)} | {_fmt(final)} |")
         share = sft_min / (sft_min + rl_min) if sft_min + rl_min else 0.0
         rows.append((share, final[2] / final[1] if final else 0.0, name))
     if png and rows:
