@@ -173,9 +173,16 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, split, no_progres
 @_db_option
 def train_cmd(recipe, overrides, resume, no_progress, db):
     """Train a LoRA policy with PPO on a suite's train split; every turn is stored."""
+    from agentrl.train import run_train
+
+    _train_like(run_train, "training run", recipe, overrides, resume, no_progress, db)
+
+
+def _train_like(run, kind: str, recipe, overrides, resume, no_progress, db) -> None:
+    """`train` and `sft`: a RECIPE or --resume RUN, the run, its summary table."""
     from agentrl.config import load_recipe
     from agentrl.store.db import open_store
-    from agentrl.train import run_train, summary_table
+    from agentrl.train import summary_table
 
     if resume is None and recipe is None:
         raise UserError("give a RECIPE or --resume RUN")
@@ -185,10 +192,10 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
         )
     rec = load_recipe(recipe, overrides) if resume is None else None
     store = open_store(db, create=resume is None)
-    summary = run_train(
+    summary = run(
         rec, store, resume=resume, overrides=overrides if resume else (), console=err, show_progress=not no_progress
     )
-    out.print(summary_table(summary))
+    out.print(summary_table(summary, kind))
 
 
 # -- sft -----------------------------------------------------------------------------------
@@ -201,23 +208,9 @@ def train_cmd(recipe, overrides, resume, no_progress, db):
 def sft_cmd(recipe, overrides, resume, no_progress, db):
     """Supervised fine-tuning on the episodes the recipe's `sft.from` selects (e.g. expert play),
     rendered as the policy is prompted; start RL from it with `train.init_from: RUN`."""
-    from agentrl.config import load_recipe
     from agentrl.sft import run_sft
-    from agentrl.store.db import open_store
-    from agentrl.train import summary_table
 
-    if resume is None and recipe is None:
-        raise UserError("give a RECIPE or --resume RUN")
-    if resume is not None and recipe is not None:
-        raise UserError(
-            "give a RECIPE or --resume RUN, not both (a resumed run uses its stored recipe; change it with --set)"
-        )
-    rec = load_recipe(recipe, overrides) if resume is None else None
-    store = open_store(db, create=resume is None)
-    summary = run_sft(
-        rec, store, resume=resume, overrides=overrides if resume else (), console=err, show_progress=not no_progress
-    )
-    out.print(summary_table(summary, "sft run"))
+    _train_like(run_sft, "sft run", recipe, overrides, resume, no_progress, db)
 
 
 # -- runs ----------------------------------------------------------------------------------

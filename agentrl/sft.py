@@ -25,7 +25,7 @@ from rich.console import Console
 from agentrl.command import sigterm_as_interrupt
 from agentrl.config import Recipe, RolloutConfig, SFTSource, recipe_from_dict, recipe_to_yaml
 from agentrl.envs.suites import env_options
-from agentrl.errors import UserError, WorkError
+from agentrl.errors import UserError, WorkError, reset_warnings
 from agentrl.learner.checkpoint import checkpoint_extra, load_checkpoint, save_checkpoint
 from agentrl.learner.sft import SFTLearner, demo_samples
 from agentrl.policy.teacher import demonstrations
@@ -97,6 +97,7 @@ def run_sft(
     show_progress: bool = True,
 ) -> TrainSummary:
     console = console or Console(stderr=True)
+    reset_warnings()  # each distinct warning (e.g. an env's) once per run
     demo_ids: list[int] | None = None
     cps: list[dict] = []
     if resume is not None:

@@ -69,6 +69,7 @@ def _minutes(store, run) -> float:
 
 
 def stages(store, prefix: str, seeds: list[int]) -> None:
+    # RL change: paired within the RL run, from its iteration-0 eval (the SFT adapter, measured again)
     print("| seed | untrained | after SFT | after SFT + RL | SFT change | RL change | SFT / RL min |")
     print("|---|---|---|---|---|---|---|")
     finals = {"untrained": [], "sft": [], "rl": []}
@@ -77,11 +78,12 @@ def stages(store, prefix: str, seeds: list[int]) -> None:
         e0 = eval_of(store, sft.id, 0) if sft else None
         e1 = eval_of(store, sft.id) if sft else None
         e2 = eval_of(store, rl.id) if rl else None
+        r0 = eval_of(store, rl.id, 0) if rl else None  # the RL run's own eval of the SFT adapter
         for key, ev in (("untrained", e0), ("sft", e1), ("rl", e2)):
             if ev:
                 finals[key].append(ev[2] / ev[1])
         wall = f"{_minutes(store, sft):.1f} / {_minutes(store, rl):.1f}" if sft and rl else "-"
-        print(f"| {s} | {_fmt(e0)} | {_fmt(e1)} | {_fmt(e2)} | {_change(e0, e1)} | {_change(e1, e2)} | {wall} |")
+        print(f"| {s} | {_fmt(e0)} | {_fmt(e1)} | {_fmt(e2)} | {_change(e0, e1)} | {_change(r0, e2)} | {wall} |")
     for key, xs in finals.items():
         if len(xs) > 1:
             m, lo, hi = mean_interval(xs)

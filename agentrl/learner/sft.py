@@ -22,7 +22,7 @@ from peft import PeftModel
 from agentrl.config import LearnerConfig
 from agentrl.learner.batch import StepSample, build_sequences, count_tokens, pack
 from agentrl.learner.lora import POLICY, adapter_parameters, add_lora, set_trainable
-from agentrl.learner.update import autocast_for, compute_logprobs, optimiser_steps, warmup_lambda
+from agentrl.learner.update import autocast_for, compute_logprobs, optimiser_step, optimiser_steps, warmup_lambda
 from agentrl.policy.teacher import Demonstration
 
 
@@ -82,10 +82,7 @@ class SFTLearner:
                     nll_sum -= float(logp.detach().sum())
                     n_tok += int(logp.numel())
                     action_logp.index_add_(0, mb.sample_index.cpu(), logp.detach().cpu().double())
-                norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                norms.append(optimiser_step(self.params, self.optimizer, self.scheduler, cfg.max_grad_norm))
         finally:
             self.model.train(was_training)
         elapsed = time.perf_counter() - t0

@@ -106,6 +106,16 @@ def optimiser_steps(order: list[int], batches: list[MicroBatch], tokens_per_step
     return steps
 
 
+def optimiser_step(params, optimizer, scheduler, max_grad_norm: float) -> float:
+    """Clip the accumulated gradients, step the optimiser and the LR schedule, zero the gradients;
+    returns the gradient norm before clipping."""
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 def resolve_old_logprobs(cfg: LearnerConfig, engine: str, same_numerics: bool) -> bool:
     """Whether the learner recomputes the old log-probs (`Learner(recompute_old=...)`).
 
@@ -249,10 +259,7 @@ class Learner:
                         for k in _MEAN_KEYS:
                             sums[k] += m[k] * m["tokens"]
                         ratio_min, ratio_max = min(ratio_min, m["ratio_min"]), max(ratio_max, m["ratio_max"])
-                    norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)))
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    norms.append(optimiser_step(self.params, self.optimizer, self.scheduler, cfg.max_grad_norm))
         finally:
             self.model.train(was_training)
         if self.device.type == "cuda":
