@@ -87,6 +87,7 @@ def stages(store, prefix: str, seeds: list[int]) -> None:
     for key, xs in finals.items():
         if len(xs) > 1:
             m, lo, hi = mean_interval(xs)
+            lo, hi = max(0.0, lo), min(1.0, hi)  # a success rate's interval, clipped to [0, 100]
             print(f"mean over {len(xs)} seeds, {key}: {100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
 
 
