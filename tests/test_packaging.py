@@ -27,6 +27,7 @@ RECIPES = (
     "tw-quick-expert",
     "tw-quick-llm",
     "tw-quick-random",
+    "warm-start",
 )
 
 
@@ -168,5 +169,5 @@ def test_every_recipe_opens_with_its_by_name_command_and_a_description():
 
     for name in recipe_names():
         command, description = describe(recipe_path(name))
-        assert command.split()[:3] in (["agentrl", "train", name], ["agentrl", "eval", name]), command
+        assert command.split()[:3] in ([["agentrl", c, name] for c in ("train", "eval", "sft")]), command
         assert description, name
