@@ -36,7 +36,7 @@ def default_model():
 
 
 def _ctx(key: int) -> TurnContext:
-    return TurnContext(key=key, task_id="kitchen", t=0, observation=OBS)
+    return TurnContext(key=key, task_id="toy/kitchen", t=0, observation=OBS)
 
 
 def test_loads_in_fp32_on_cpu(default_model):
@@ -73,7 +73,7 @@ def test_greedy_is_independent_of_batch_padding(default_model):
     long_obs = Observation(text=OBS.text + " It is very dark and cold in here." * 6, goal=OBS.goal)
     alone = HFPolicy(model, tok, cfg, greedy=True).act([_ctx(0)])[0]
     both = HFPolicy(model, tok, cfg, greedy=True).act(
-        [TurnContext(key=5, task_id="k", t=0, observation=long_obs), _ctx(0)]
+        [TurnContext(key=5, task_id="toy/k", t=0, observation=long_obs), _ctx(0)]
     )[1]
     assert alone.action_ids == both.action_ids
     assert max(abs(x - y) for x, y in zip(alone.logprobs, both.logprobs)) <= 1e-4
