@@ -19,6 +19,7 @@ are paired by task (bootstrap 95% interval).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agentrl.errors import UserError  # noqa: E402
-from agentrl.stats import fmt_rate, mean_interval, paired_bootstrap  # noqa: E402
+from agentrl.stats import fmt_rate, mean_interval, paired_bootstrap, wilson  # noqa: E402
 from agentrl.store import queries as q  # noqa: E402
 from agentrl.store.db import open_store  # noqa: E402
 
@@ -92,9 +93,12 @@ def stages(store, prefix: str, seeds: list[int]) -> None:
 
 
 def arms(store, names: list[str], png: str | None) -> None:
-    print("| arm | SFT epochs | RL iterations | SFT min | RL min | after SFT | final |")
-    print("|---|---|---|---|---|---|---|")
-    rows = []
+    """Per arm: SFT epochs and RL iterations, their wall minutes, the RL run's start and final eval;
+    then per split (arm names with their `-sN` seed suffix removed): the mean over seeds."""
+    print("| arm | SFT epochs | RL iterations | SFT min | RL min | total min | RL start | final |")
+    print("|---|---|---|---|---|---|---|---|")
+    groups: dict[str, list[tuple[float, float, float, float]]] = {}  # split -> (share, final, lo, hi)
+    by_task: dict[str, dict[tuple[str, str], float]] = {}  # split -> (seed suffix, task) -> won
     for name in names:
         run = _run(store, name)
         if run is None:
@@ -107,20 +111,48 @@ def arms(store, names: list[str], png: str | None) -> None:
         rl_min = _minutes(store, run)
         start, final = eval_of(store, run.id, 0), eval_of(store, run.id)
         iters = len([r for r in q.iterations(store, run.id) if r["index"] > 0])
-        print(f"| {name} | {epochs} | {iters} | {sft_min:.1f} | {rl_min:.1f} | {_fmt(start)} | {_fmt(final)} |")
-        share = sft_min / (sft_min + rl_min) if sft_min + rl_min else 0.0
-        rows.append((share, final[2] / final[1] if final else 0.0, name))
-    if png and rows:
+        total = sft_min + rl_min
+        mins = f"{sft_min:.1f} | {rl_min:.1f} | {total:.1f}"
+        print(f"| {name} | {epochs} | {iters} | {mins} | {_fmt(start)} | {_fmt(final)} |")
+        if final:
+            lo, hi = wilson(final[2], final[1])
+            share = sft_min / total if total else 0.0
+            split, seed = re.sub(r"-s\d+$", "", name), name[len(re.sub(r"-s\d+$", "", name)) :]
+            groups.setdefault(split, []).append((share, final[2] / final[1], lo, hi))
+            by_task.setdefault(split, {}).update({(seed, t): w for t, w in final[0].items()})
+    print()
+    base = next(iter(by_task), None)
+    print(f"| split | seeds | SFT share of the wall | final success, mean [95% t interval] | vs {base} |")
+    print("|---|---|---|---|---|")
+    for split, rows in groups.items():
+        share = sum(r[0] for r in rows) / len(rows)
+        xs = [r[1] for r in rows]
+        if len(xs) > 1:
+            m, lo, hi = mean_interval(xs)
+            cell = f"{100 * m:.1f}% [{100 * max(0.0, lo):.1f}, {100 * min(1.0, hi):.1f}]"
+        else:
+            cell = f"{100 * xs[0]:.1f}%"
+        pairs = sorted(by_task[split].keys() & by_task[base].keys())
+        d, dlo, dhi = paired_bootstrap([by_task[split][k] - by_task[base][k] for k in pairs])
+        diff = "baseline" if split == base else f"{100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] n={len(pairs)}"
+        print(f"| {split} | {len(xs)} | {100 * share:.0f}% | {cell} | {diff} |")
+    if png and groups:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter([100 * r[0] for r in rows], [100 * r[1] for r in rows])
+        for split, rows in groups.items():
+            x = [100 * r[0] for r in rows]
+            y = [100 * r[1] for r in rows]
+            err = [[100 * (r[1] - r[2]) for r in rows], [100 * (r[3] - r[1]) for r in rows]]
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=split)
         ax.set_xlabel("SFT share of the training wall time (%)")
-        ax.set_ylabel("held-out success after RL (%)")
-        ax.set_title("SFT:RL budget split (tw-quick, free mode)")
+        ax.set_ylabel("held-out success after RL (%, 95% Wilson)")
+        ax.set_ylim(0, 100)
+        ax.set_title("SFT:RL budget split (tw-quick, free mode), one point per seed")
+        ax.legend()
         fig.savefig(png, dpi=120, bbox_inches="tight")
         print(f"wrote {png}")
 
