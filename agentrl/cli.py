@@ -297,13 +297,16 @@ def inspect_cmd(run_ref, episode_id, iteration, failed, split, full, credit, db,
             return
         if not rows:
             raise UserError(f"run {run.id} has no stored advantages (only training runs have them)")
-        keys = [k for k in rows[0] if k not in ("iteration", "method")]
-        t = Table(title=f"credit assignment in run {run.id} ({_lit(rows[0]['method'])})")
-        for col in ["iter", *keys]:
+        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("iteration", "method")))
+        methods = sorted({r["method"] for r in rows})
+        several = len(methods) > 1  # advantages of another method written beside the run's: a row each
+        t = Table(title=f"credit assignment in run {run.id} ({_lit(', '.join(methods))})")
+        for col in ["iter", *(["method"] if several else []), *keys]:
             t.add_column(col, justify="right")
         for r in rows:
             t.add_row(
                 str(r["iteration"]),
+                *([_lit(r["method"])] if several else []),
                 *[("-" if r.get(k) is None else (str(r[k]) if isinstance(r[k], int) else f"{r[k]:.4g}")) for k in keys],
             )
         out.print(t)

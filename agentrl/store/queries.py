@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy.orm import Session, selectinload
 
 from agentrl.errors import UserError
 from agentrl.stats import wilson
@@ -396,38 +397,65 @@ CREDIT_METRICS = (
 )
 
 
+def credit_aggregates(s: Session, run_id: int) -> tuple[list, dict[int, float]]:
+    """A training run's advantages, aggregated in SQL: per (iteration, stored method) the step count,
+    mean, mean |A| and sum of squares; and per iteration the share of its train steps with a
+    non-empty state anchor that recurs within their episode group (GiGPO's step groups of size >= 2).
+    The one definition behind `inspect --credit` and the viewer's credit panel."""
+    adv = s.execute(
+        select(
+            EpisodeRow.iteration,
+            AdvantageRow.method,
+            func.count(),
+            func.avg(AdvantageRow.value),
+            func.avg(func.abs(AdvantageRow.value)),
+            func.sum(AdvantageRow.value * AdvantageRow.value),
+        )
+        .select_from(EpisodeRow)
+        .join(StepRow, StepRow.episode_id == EpisodeRow.id)
+        .join(AdvantageRow, AdvantageRow.step_id == StepRow.id)
+        .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")
+        .group_by(EpisodeRow.iteration, AdvantageRow.method)
+        .order_by(EpisodeRow.iteration, AdvantageRow.method)
+    ).all()
+    if not adv:
+        return [], {}
+    per_anchor = (
+        select(EpisodeRow.iteration.label("it"), func.count().label("c"))
+        .select_from(EpisodeRow)
+        .join(StepRow, StepRow.episode_id == EpisodeRow.id)
+        .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train", StepRow.anchor != "")
+        .group_by(EpisodeRow.iteration, EpisodeRow.group_id, StepRow.anchor)
+        .subquery()
+    )
+    recurring = func.sum(case((per_anchor.c.c > 1, per_anchor.c.c), else_=0))
+    recur = {
+        it: (rec or 0) / n
+        for it, rec, n in s.execute(
+            select(per_anchor.c.it, recurring, func.sum(per_anchor.c.c)).group_by(per_anchor.c.it)
+        )
+        if n
+    }
+    return [tuple(r) for r in adv], recur
+
+
 def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
-    """Per training iteration: the credit method, advantage statistics, the share of steps whose
-    state anchor recurs within their episode group (non-singleton GiGPO step groups), and the
-    learned parts' metrics."""
+    """Per training iteration and stored credit method (`credit_aggregates`): steps, mean, mean |A|
+    and std of the advantages, the anchor recurrence, and the learned parts' metrics. A run stores
+    one method; advantages of another written beside it get rows of their own, never pooled."""
     with store.session() as s:
-        rows = s.execute(
-            select(EpisodeRow.iteration, EpisodeRow.group_id, StepRow.anchor, AdvantageRow.method, AdvantageRow.value)
-            .join(StepRow, StepRow.episode_id == EpisodeRow.id)
-            .join(AdvantageRow, AdvantageRow.step_id == StepRow.id)
-            .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")
-        ).all()
+        adv, recur = credit_aggregates(s, run_id)
     metrics = {it["index"]: it["metrics"] for it in iterations(store, run_id)}
-    by_iter: dict[int, list] = {}
-    for r in rows:
-        by_iter.setdefault(r[0], []).append(r)
     out = []
-    for it in sorted(by_iter):
-        rs = by_iter[it]
-        vals = [r[4] for r in rs]
-        counts: dict[tuple, int] = {}
-        for r in rs:
-            counts[(r[1], r[2])] = counts.get((r[1], r[2]), 0) + 1
-        n = len(vals)
-        mean = sum(vals) / n
+    for it, method, n, mean, mean_abs, sq in adv:
         row = {
             "iteration": it,
-            "method": ",".join(sorted({r[3] for r in rs})),
+            "method": method,
             "steps": n,
             "mean_adv": mean,
-            "mean_abs_adv": sum(abs(v) for v in vals) / n,
-            "std_adv": (sum((v - mean) ** 2 for v in vals) / max(1, n - 1)) ** 0.5,
-            "nonsingleton_anchor_frac": sum(1 for r in rs if counts[(r[1], r[2])] > 1) / n,
+            "mean_abs_adv": mean_abs,
+            "std_adv": math.sqrt(max(0.0, (sq - n * mean * mean) / (n - 1))) if n > 1 else 0.0,
+            "nonsingleton_anchor_frac": recur.get(it),
         }
         row.update({k: metrics.get(it, {}).get(k) for k in CREDIT_METRICS if k in metrics.get(it, {})})
         out.append(row)

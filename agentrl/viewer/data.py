@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import yaml
-from sqlalchemy import Integer, and_, case, cast, exists, func, or_, select
+from sqlalchemy import Integer, and_, cast, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from agentrl.stats import wilson
@@ -23,6 +23,7 @@ from agentrl.store.models import AdvantageRow, CheckpointRow, EpisodeRow, Iterat
 from agentrl.store.queries import (
     CREDIT_METRICS,
     TRAINED_KINDS,
+    credit_aggregates,
     display_status,
     eval_counts_by_run,
     final_eval_iteration,
@@ -171,53 +172,14 @@ def checkpoints(s: Session, run_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _credit_aggregates(s: Session, run_id: int) -> tuple[list, dict[int, float]]:
-    """(per (iteration, method): count, mean, mean |A|, sum of squares; iteration -> anchor recurrence)."""
-    adv = s.execute(
-        select(
-            EpisodeRow.iteration,
-            AdvantageRow.method,
-            func.count(),
-            func.avg(AdvantageRow.value),
-            func.avg(func.abs(AdvantageRow.value)),
-            func.sum(AdvantageRow.value * AdvantageRow.value),
-        )
-        .select_from(EpisodeRow)
-        .join(StepRow, StepRow.episode_id == EpisodeRow.id)
-        .join(AdvantageRow, AdvantageRow.step_id == StepRow.id)
-        .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train")
-        .group_by(EpisodeRow.iteration, AdvantageRow.method)
-        .order_by(EpisodeRow.iteration, AdvantageRow.method)
-    ).all()
-    if not adv:
-        return [], {}
-    per_anchor = (
-        select(EpisodeRow.iteration.label("it"), func.count().label("c"))
-        .select_from(EpisodeRow)
-        .join(StepRow, StepRow.episode_id == EpisodeRow.id)
-        .where(EpisodeRow.run_id == run_id, EpisodeRow.split == "train", StepRow.anchor != "")
-        .group_by(EpisodeRow.iteration, EpisodeRow.group_id, StepRow.anchor)
-        .subquery()
-    )
-    recurring = func.sum(case((per_anchor.c.c > 1, per_anchor.c.c), else_=0))
-    recur = {
-        it: (rec or 0) / n
-        for it, rec, n in s.execute(
-            select(per_anchor.c.it, recurring, func.sum(per_anchor.c.c)).group_by(per_anchor.c.it)
-        )
-        if n
-    }
-    return [tuple(r) for r in adv], recur
-
-
 def credit_stats(
     s: Session, run_id: int, iters: list[dict[str, Any]] | None = None, cache: dict | None = None
 ) -> list[dict[str, Any]]:
     """Per training iteration and stored credit method: steps, mean, mean |A| and std of the
     advantages; per iteration the share of train steps whose state anchor recurs within their
     episode group (GiGPO's non-singleton step groups) and the learned parts' metrics
-    (`queries.CREDIT_METRICS`). The statistics of `queries.credit_summary`, aggregated in SQL
-    and kept apart per method (that function pools the methods of an iteration).
+    (`queries.CREDIT_METRICS`). The aggregates are `queries.credit_aggregates`, as
+    `agentrl inspect --credit` prints them.
 
     `cache` (a dict the caller keeps): the aggregates are reused while the run's last episode id
     and the database's last advantage id are unchanged (new or rewritten advantages get new ids),
@@ -232,7 +194,7 @@ def credit_stats(
     if key is not None and key in cache:
         adv, recur = cache[key]
     else:
-        adv, recur = _credit_aggregates(s, run_id)
+        adv, recur = credit_aggregates(s, run_id)
         if key is not None:
             for old in [k for k in cache if k[0] == run_id] + list(cache)[: max(0, len(cache) - 15)]:
                 cache.pop(old, None)
