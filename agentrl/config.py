@@ -124,7 +124,9 @@ class VLLMConfig(_Section):
     # merged = merge the adapter into the base weights and reload them in place; auto = merged on CPU, lora on GPU
     weights: Literal["auto", "lora", "merged"] = "auto"
     enforce_eager: bool = True  # no torch.compile / graphs: start-up 15-30 s instead of 1-2 min on CPU
-    kv_cache_gib: float = Field(2.0, gt=0)  # CPU: KV-cache space (VLLM_CPU_KVCACHE_SPACE)
+    # CPU: KV-cache space in GiB (VLLM_CPU_KVCACHE_SPACE); auto = room for rollout.batch_size full-length sequences
+    # at the engine's dtype (at least 2, at most half the memory): a smaller cache makes vLLM evict and recompute
+    kv_cache_gib: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # GPU: the share of its memory vLLM may take
     threads_bind: str = "auto"  # CPU: cores its OpenMP threads bind to (VLLM_CPU_OMP_THREADS_BIND); auto = all
 

@@ -418,3 +418,21 @@ def test_bf16_sampler_and_learner_agree(mode):
         d = gaps(torch.bfloat16, layout)
         assert max(d) <= 0.02 and sum(d) / len(d) <= 1e-3, (layout, max(d), sum(d) / len(d))
     assert max(gaps(torch.float32, "concat")) > 1e-4
+
+
+def test_vllm_kv_cache_auto_fits_the_batch(tmp_path):
+    import json
+
+    from agentrl.config import VLLMConfig
+    from agentrl.engines.vllm import kv_cache_gib
+
+    # the default model's shape: 30 layers, 3 KV heads of 64 -> 46,080 bytes per token in float32
+    (tmp_path / "config.json").write_text(
+        json.dumps({"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "hidden_size": 576})
+    )
+    auto = VLLMConfig()
+    want = 1.25 * 32 * 3152 * 46080 / 2**30
+    assert kv_cache_gib(auto, tmp_path, "float32", 3152, 32) == pytest.approx(want, abs=0.05)
+    assert kv_cache_gib(auto, tmp_path, "bfloat16", 3152, 32) == pytest.approx(want / 2, abs=0.05)
+    assert kv_cache_gib(auto, tmp_path, "bfloat16", 512, 4) == 2.0  # never below 2 GiB
+    assert kv_cache_gib(VLLMConfig(kv_cache_gib=1), tmp_path, "float32", 3152, 32) == 1.0  # as set

@@ -6,7 +6,7 @@ skipped otherwise. One engine per dtype for the whole module (each start costs 1
 Measured bounds (tiny random Llama, hidden 128, head_dim 64, default tokenizer, T = 0.8):
 - float32: stored vs HF fp32 teacher-forced log-probs max |Δ| 2.4e-7 (admissible), 9.5e-7 (free):
   the bound is 1e-4, as for the HF engine.
-- bfloat16 (vLLM's default here) vs the fp32 learner: see `test_bf16_bound` for the measured
+- bfloat16 (vLLM's default on GPUs and native-bf16 CPUs) vs the fp32 learner: see `test_bf16_bound` for the measured
   numbers; the learner corrects for it (`learner.old_logprobs: recompute` + TIS).
 """
 

@@ -98,6 +98,7 @@ def make_local_engine(recipe: Recipe, model, tokenizer, seed: int, kind: str):
             seed=seed,
             max_model_len=max_model_len(recipe, limit),
             lora_rank=recipe.learner.lora_rank,
+            sequences=recipe.rollout.batch_size,
         )
     from agentrl.engines.hf import HFEngine
     from agentrl.policy.model import resolve_compute_dtype
