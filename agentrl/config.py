@@ -125,7 +125,7 @@ class VLLMConfig(_Section):
     weights: Literal["auto", "lora", "merged"] = "auto"
     enforce_eager: bool = True  # no torch.compile / graphs: start-up 15-30 s instead of 1-2 min on CPU
     # CPU: KV-cache space in GiB (VLLM_CPU_KVCACHE_SPACE); auto = room for rollout.batch_size full-length sequences
-    # at the engine's dtype (at least 2, at most half the memory): a smaller cache makes vLLM evict and recompute
+    # at the engine's dtype (at least 2, at most half the memory; whole GiB, rounded up): a smaller cache thrashes
     kv_cache_gib: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # GPU: the share of its memory vLLM may take
     threads_bind: str = "auto"  # CPU: cores its OpenMP threads bind to (VLLM_CPU_OMP_THREADS_BIND); auto = all

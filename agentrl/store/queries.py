@@ -399,7 +399,7 @@ CREDIT_METRICS = (
 
 def credit_aggregates(s: Session, run_id: int) -> tuple[list, dict[int, float]]:
     """A training run's advantages, aggregated in SQL: per (iteration, stored method) the step count,
-    mean, mean |A| and sum of squares; and per iteration the share of its train steps with a
+    mean, mean |A| and sample std; and per iteration the share of its train steps with a
     non-empty state anchor that recurs within their episode group (GiGPO's step groups of size >= 2).
     The one definition behind `inspect --credit` and the viewer's credit panel."""
     adv = s.execute(
@@ -436,7 +436,11 @@ def credit_aggregates(s: Session, run_id: int) -> tuple[list, dict[int, float]]:
         )
         if n
     }
-    return [tuple(r) for r in adv], recur
+    rows = []
+    for it, method, n, mean, mean_abs, sq in adv:
+        std = math.sqrt(max(0.0, (sq - n * mean * mean) / (n - 1))) if n > 1 else 0.0
+        rows.append((it, method, n, mean, mean_abs, std))
+    return rows, recur
 
 
 def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
@@ -447,14 +451,14 @@ def credit_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
         adv, recur = credit_aggregates(s, run_id)
     metrics = {it["index"]: it["metrics"] for it in iterations(store, run_id)}
     out = []
-    for it, method, n, mean, mean_abs, sq in adv:
+    for it, method, n, mean, mean_abs, std in adv:
         row = {
             "iteration": it,
             "method": method,
             "steps": n,
             "mean_adv": mean,
             "mean_abs_adv": mean_abs,
-            "std_adv": math.sqrt(max(0.0, (sq - n * mean * mean) / (n - 1))) if n > 1 else 0.0,
+            "std_adv": std,
             "nonsingleton_anchor_frac": recur.get(it),
         }
         row.update({k: metrics.get(it, {}).get(k) for k in CREDIT_METRICS if k in metrics.get(it, {})})

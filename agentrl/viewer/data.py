@@ -203,8 +203,7 @@ def credit_stats(
         return []
     metrics = {it["index"]: it["metrics"] for it in (iters if iters is not None else iterations(s, run_id))}
     out = []
-    for it, method, n, mean, mean_abs, sq in adv:
-        var = max(0.0, (sq - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+    for it, method, n, mean, mean_abs, std in adv:
         m = metrics.get(it, {})
         out.append(
             {
@@ -213,7 +212,7 @@ def credit_stats(
                 "steps": n,
                 "mean": mean,
                 "mean_abs": mean_abs,
-                "std": math.sqrt(var),
+                "std": std,
                 "anchor_recur": recur.get(it),
                 "learned": {k: m[k] for k in CREDIT_METRICS if _number(m.get(k)) is not None},
             }
