@@ -165,12 +165,29 @@ def eval_cmd(recipe, overrides, episodes, run_ref, checkpoint, split, no_progres
 
 
 # -- train ---------------------------------------------------------------------------------
+def _train_options(resume_help: str):
+    """The arguments `train` and `sft` share: RECIPE, --set, --resume, --no-progress, --db."""
+
+    def wrap(f):
+        for option in reversed(
+            (
+                click.argument("recipe", required=False),
+                click.option(
+                    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable)."
+                ),
+                click.option("--resume", "resume", default=None, metavar="RUN", help=resume_help),
+                click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+                _db_option,
+            )
+        ):
+            f = option(f)
+        return f
+
+    return wrap
+
+
 @cli.command("train", short_help="Train a LoRA policy with PPO.")
-@click.argument("recipe", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable).")
-@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue a run from its last checkpoint.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@_db_option
+@_train_options("Continue a run from its last checkpoint.")
 def train_cmd(recipe, overrides, resume, no_progress, db):
     """Train a LoRA policy with PPO on a suite's train split; every turn is stored."""
     from agentrl.train import run_train
@@ -200,11 +217,7 @@ def _train_like(run, kind: str, recipe, overrides, resume, no_progress, db) -> N
 
 # -- sft -----------------------------------------------------------------------------------
 @cli.command("sft", short_help="Fine-tune the LoRA policy on stored episodes (warm start).")
-@click.argument("recipe", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key (repeatable).")
-@click.option("--resume", "resume", default=None, metavar="RUN", help="Continue an sft run from its last checkpoint.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-@_db_option
+@_train_options("Continue an sft run from its last checkpoint.")
 def sft_cmd(recipe, overrides, resume, no_progress, db):
     """Supervised fine-tuning on the episodes the recipe's `sft.from` selects (e.g. expert play),
     rendered as the policy is prompted; start RL from it with `train.init_from: RUN`."""

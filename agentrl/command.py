@@ -1,5 +1,5 @@
-"""Plumbing the commands share (`eval`, `train`, `replay --policy`): SIGTERM handling, the rollout
-progress bar, and finding a training run's checkpoint.
+"""Plumbing the commands share (`eval`, `train`, `sft`, `replay --policy`): SIGTERM handling and a
+run's stored status around its work, the rollout progress bar, and finding a training run's checkpoint.
 
 Imported by `agentrl.evaluate`, `agentrl.train` and `agentrl.replay`, and by `agentrl.cli` only
 inside the commands that need it (so `agentrl --help` stays fast).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agentrl.config import Recipe, recipe_from_dict
-from agentrl.errors import UserError
+from agentrl.errors import UserError, WorkError
 from agentrl.rollout import RolloutStats, clear_stop, request_stop, run_episodes, stop_requested
 from agentrl.store import queries as q
 from agentrl.store.db import Store
@@ -48,6 +49,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, old)
         clear_stop()
+
+
+@dataclass
+class RunOutcome:
+    status: str = "running"  # then finished | interrupted | failed, as stored
+
+
+@contextmanager
+def stored_run(store: Store, run_id: int, on_interrupt: str, outcome: RunOutcome | None = None) -> Iterator[RunOutcome]:
+    """A run's work, with SIGTERM as Ctrl-C (`sigterm_as_interrupt`) and the run's status stored when
+    it ends: finished; interrupted, re-raised as a one-line WorkError `on_interrupt` (what was stored
+    stays); failed, the error re-raised. `outcome` (yielded) holds the status too, for the trackers."""
+    outcome = outcome or RunOutcome()
+    try:
+        with sigterm_as_interrupt():
+            yield outcome
+    except KeyboardInterrupt:
+        outcome.status = "interrupted"
+        store.set_run_status(run_id, "interrupted")
+        raise WorkError(on_interrupt) from None
+    except BaseException:
+        outcome.status = "failed"
+        store.set_run_status(run_id, "failed")
+        raise
+    outcome.status = "finished"
+    store.set_run_status(run_id, "finished")
 
 
 def progress_bar(console: Console, show: bool) -> Progress:

@@ -126,9 +126,25 @@ class VLLMConfig(_Section):
     enforce_eager: bool = True  # no torch.compile / graphs: start-up 15-30 s instead of 1-2 min on CPU
     # CPU: KV-cache space in GiB (VLLM_CPU_KVCACHE_SPACE); auto = room for rollout.batch_size full-length sequences
     # at the engine's dtype (at least 2, at most half the memory; whole GiB, rounded up): a smaller cache thrashes
-    kv_cache_gib: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    kv_cache_gib: float | Literal["auto"] = "auto"
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)  # GPU: the share of its memory vLLM may take
     threads_bind: str = "auto"  # CPU: cores its OpenMP threads bind to (VLLM_CPU_OMP_THREADS_BIND); auto = all
+
+    @field_validator("kv_cache_gib", mode="before")
+    @classmethod
+    def _gib_or_auto(cls, value: Any) -> Any:
+        # one message for both arms of the union (pydantic would name its arm, 'constrained-float')
+        if value == "auto":
+            return value
+        gib = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            try:
+                gib = float(value)
+            except ValueError:
+                gib = None
+        if gib is None or not math.isfinite(gib) or gib <= 0:
+            raise ValueError(f"expected a size in GiB > 0 or auto, got {value!r}")
+        return float(gib)
 
 
 class RolloutConfig(_Section):

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from rich.console import Console
 
 from agentrl.checks import check_model_device, checked_suite
-from agentrl.command import rollout_with_progress, sigterm_as_interrupt
+from agentrl.command import rollout_with_progress, stored_run
 from agentrl.config import Recipe, recipe_to_yaml
-from agentrl.errors import WorkError, reset_warnings
+from agentrl.errors import reset_warnings
 from agentrl.policy.factory import make_policy
 from agentrl.rollout import RolloutStats, group_specs
 from agentrl.store.db import Store
@@ -89,19 +89,11 @@ def run_eval(
     run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="eval", parent_run_id=parent_run_id)
     specs = group_specs(tasks, recipe.eval.group_size, split, 0, recipe.seed)
     t0 = time.perf_counter()
-    try:
-        with sigterm_as_interrupt():
-            recs, stats = rollout_with_progress(
-                recipe, policy, name, specs, store, run_id, f"eval {recipe.env.suite} ({name})", console, show_progress
-            )
-    except KeyboardInterrupt:
-        store.set_run_status(run_id, "interrupted")
-        raise WorkError(f"interrupted; run {run_id} keeps the episodes that finished") from None
-    except BaseException:
-        store.set_run_status(run_id, "failed")
-        raise
-    stats.wall_s = time.perf_counter() - t0
-    summary = summarise(run_id, name, recs, stats)
-    store.add_iteration(run_id, 0, {"eval": summary.as_dict()}, {"eval": stats.wall_s})
-    store.set_run_status(run_id, "finished")
+    with stored_run(store, run_id, f"interrupted; run {run_id} keeps the episodes that finished"):
+        recs, stats = rollout_with_progress(
+            recipe, policy, name, specs, store, run_id, f"eval {recipe.env.suite} ({name})", console, show_progress
+        )
+        stats.wall_s = time.perf_counter() - t0
+        summary = summarise(run_id, name, recs, stats)
+        store.add_iteration(run_id, 0, {"eval": summary.as_dict()}, {"eval": stats.wall_s})
     return summary

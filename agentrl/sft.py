@@ -22,10 +22,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from agentrl.command import sigterm_as_interrupt
+from agentrl.command import stored_run
 from agentrl.config import Recipe, RolloutConfig, SFTSource, recipe_from_dict, recipe_to_yaml
 from agentrl.envs.suites import env_options
-from agentrl.errors import UserError, WorkError, reset_warnings
+from agentrl.errors import UserError, reset_warnings
 from agentrl.learner.checkpoint import checkpoint_extra, load_checkpoint, save_checkpoint
 from agentrl.learner.sft import SFTLearner, demo_samples
 from agentrl.policy.teacher import demonstrations
@@ -151,17 +151,10 @@ def run_sft(
         f"({sum(len(s.action_ids) for s in samples)} action tokens), {cfg.epochs} epochs",
     )
     try:
-        with sigterm_as_interrupt():
+        with stored_run(store, run_id, f"interrupted; resume with: agentrl sft --resume {run_id}"):
             summary = _epochs(trainer, learner, samples, ids, run_id, start)
-    except KeyboardInterrupt:
-        store.set_run_status(run_id, "interrupted")
-        raise WorkError(f"interrupted; resume with: agentrl sft --resume {run_id}") from None
-    except BaseException:
-        store.set_run_status(run_id, "failed")
-        raise
     finally:
         trainer.close()
-    store.set_run_status(run_id, "finished")
     return summary
 
 

@@ -24,14 +24,14 @@ from rich.table import Table
 from rich.text import Text
 
 from agentrl.checks import check_model_device, checked_suite
-from agentrl.command import rollout_with_progress, sigterm_as_interrupt
+from agentrl.command import RunOutcome, rollout_with_progress, stored_run
 from agentrl.config import Recipe, recipe_from_dict, recipe_to_yaml
 from agentrl.credit import Episode as CreditEpisode
 from agentrl.credit import Step as CreditStep
 from agentrl.credit import build_credit
 from agentrl.engines.factory import make_engine
 from agentrl.envs.suites import env_options
-from agentrl.errors import UserError, WorkError, reset_warnings
+from agentrl.errors import UserError, reset_warnings
 from agentrl.evaluate import episode_means
 from agentrl.learner.checkpoint import (
     ModelCard,
@@ -616,26 +616,17 @@ def run_train(
                 raise
         run_id = store.create_run(recipe.name, recipe_to_yaml(recipe), kind="train")
         start = 1
-    outcome = "failed"  # the trackers' run status
+    outcome = RunOutcome()  # the trackers' run status too
     try:
-        with sigterm_as_interrupt():
+        with stored_run(store, run_id, f"interrupted; resume with: agentrl train --resume {run_id}", outcome):
             # the same tracker runs again on --resume where the tracker can (agentrl/trackers/)
             trainer.trackers.start(
                 run_id, f"{recipe.name}-{run_id}", recipe.model_dump(mode="json"), start if resume else None
             )
             summary = trainer.run(run_id, start, q.iterations(store, run_id))
-        outcome = "finished"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        store.set_run_status(run_id, "interrupted")
-        raise WorkError(f"interrupted; resume with: agentrl train --resume {run_id}") from None
-    except BaseException:
-        store.set_run_status(run_id, "failed")
-        raise
     finally:
-        trainer.trackers.finish(outcome)
+        trainer.trackers.finish(outcome.status)
         trainer.close()
-    store.set_run_status(run_id, "finished")
     return summary
 
 

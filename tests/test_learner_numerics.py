@@ -420,21 +420,40 @@ def test_bf16_sampler_and_learner_agree(mode):
     assert max(gaps(torch.float32, "concat")) > 1e-4
 
 
-def test_vllm_kv_cache_auto_fits_the_batch(tmp_path):
-    import json
+def test_vllm_kv_cache_auto_fits_the_batch():
+    from types import SimpleNamespace
 
     from agentrl.config import VLLMConfig
+    from agentrl.engines.factory import kv_values_per_token
     from agentrl.engines.vllm import kv_cache_gib
 
-    # the default model's shape: 30 layers, 3 KV heads of 64 -> 46,080 bytes per token in float32
-    (tmp_path / "config.json").write_text(
-        json.dumps({"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "hidden_size": 576})
+    # the default model's shape: 30 layers, 3 KV heads of 64 -> 11,520 values, 46,080 bytes per token in float32
+    shape = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    values = kv_values_per_token(shape)
+    assert values == 2 * 30 * 3 * 64
+    assert kv_values_per_token(SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, hidden_size=576)) == (
+        2 * 30 * 9 * 64  # no num_key_value_heads: multi-head attention
     )
+    assert kv_values_per_token(SimpleNamespace(num_attention_heads=9)) is None
     auto = VLLMConfig()
     want = 1.25 * 32 * 3152 * 46080 / 2**30  # 5.4 GiB; vLLM-CPU takes whole GiB, so rounded up
-    assert kv_cache_gib(auto, tmp_path, "float32", 3152, 32) == math.ceil(want) == 6
-    assert kv_cache_gib(auto, tmp_path, "bfloat16", 3152, 32) == math.ceil(want / 2) == 3
-    assert kv_cache_gib(auto, tmp_path, "bfloat16", 512, 4) == 2  # never below 2 GiB
-    assert kv_cache_gib(VLLMConfig(kv_cache_gib=1), tmp_path, "float32", 3152, 32) == 1  # as set
-    assert kv_cache_gib(VLLMConfig(kv_cache_gib=0.5), tmp_path, "float32", 3152, 32) == 1
-    assert all(isinstance(kv_cache_gib(auto, tmp_path, d, 2128, 32), int) for d in ("float32", "bfloat16"))
+    assert kv_cache_gib(auto, values, "float32", 3152, 32) == math.ceil(want) == 6
+    assert kv_cache_gib(auto, values, "bfloat16", 3152, 32) == math.ceil(want / 2) == 3
+    assert kv_cache_gib(auto, values, "bfloat16", 512, 4) == 2  # never below 2 GiB
+    assert kv_cache_gib(auto, None, "float32", 3152, 32) == 2  # shape unknown: the floor
+    assert kv_cache_gib(VLLMConfig(kv_cache_gib=1), values, "float32", 3152, 32) == 1  # as set
+    assert kv_cache_gib(VLLMConfig(kv_cache_gib=0.5), values, "float32", 3152, 32) == 1
+    assert all(isinstance(kv_cache_gib(auto, values, d, 2128, 32), int) for d in ("float32", "bfloat16"))
+
+
+def test_vllm_kv_cache_setting_is_checked():
+    from agentrl.config import recipe_from_dict
+    from agentrl.errors import UserError
+
+    base = {"env": {"suite": "tw-quick"}}
+    assert recipe_from_dict(base, ["rollout.vllm.kv_cache_gib=3"]).rollout.vllm.kv_cache_gib == 3.0
+    assert recipe_from_dict(base, ["rollout.vllm.kv_cache_gib=auto"]).rollout.vllm.kv_cache_gib == "auto"
+    for bad in ("lots", "-1", "0", ".nan", "true"):
+        with pytest.raises(UserError) as e:
+            recipe_from_dict(base, [f"rollout.vllm.kv_cache_gib={bad}"])
+        assert "expected a size in GiB > 0 or auto" in str(e.value) and "constrained" not in str(e.value)

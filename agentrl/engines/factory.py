@@ -32,6 +32,14 @@ def head_size(config) -> int | None:
     return int(hidden) // int(heads) if hidden and heads else None
 
 
+def kv_values_per_token(config) -> int | None:
+    """Values the KV cache holds per token (a key and a value per layer and KV head, head size each),
+    or None when the config does not say."""
+    layers, hd = getattr(config, "num_hidden_layers", None), head_size(config)
+    kv_heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", None)
+    return 2 * int(layers) * int(kv_heads) * hd if layers and kv_heads and hd else None
+
+
 def vllm_refusal(recipe: Recipe, config=None) -> str | None:
     """Why the vllm engine cannot serve `recipe` (with model config `config`, when known) here, or None."""
     if importlib.util.find_spec("vllm") is None:
@@ -85,20 +93,22 @@ def make_local_engine(recipe: Recipe, model, tokenizer, seed: int, kind: str):
     """Engine `kind` (hf | vllm) in this process."""
     if kind == "vllm":
         import json
+        from types import SimpleNamespace
 
         from agentrl.engines.vllm import VLLMEngine
         from agentrl.policy.convert import hf_folder
 
         folder = hf_folder(recipe.model.path)
-        limit = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+        config = SimpleNamespace(**json.loads((folder / "config.json").read_text()))
         return VLLMEngine(
             folder,
             tokenizer,
             recipe.rollout.vllm,
             seed=seed,
-            max_model_len=max_model_len(recipe, limit),
+            max_model_len=max_model_len(recipe, getattr(config, "max_position_embeddings", None)),
             lora_rank=recipe.learner.lora_rank,
             sequences=recipe.rollout.batch_size,
+            kv_values_per_token=kv_values_per_token(config),
         )
     from agentrl.engines.hf import HFEngine
     from agentrl.policy.model import resolve_compute_dtype

@@ -28,7 +28,6 @@ vLLM's automatic prefix caching (a turn's prompt extends the last one), not by a
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import shutil
@@ -46,20 +45,17 @@ from agentrl.policy.prompt import chat_format
 FIX_TORCHVISION = "pip uninstall -y torchvision torchaudio torchcodec"
 
 
-def kv_cache_gib(cfg: VLLMConfig, model_dir: str | Path, dtype: str, max_model_len: int, sequences: int) -> int:
+def kv_cache_gib(cfg: VLLMConfig, values_per_token: int | None, dtype: str, max_model_len: int, sequences: int) -> int:
     """`rollout.vllm.kv_cache_gib` in GiB; `auto` = 1.25 x the KV cache of `sequences` sequences of
-    `max_model_len` tokens at `dtype` (2 x layers x KV heads x head size values per token), at least 2
-    and at most half of this machine's memory. Measured on a CPU without native bf16 (float32 KV, 32
-    credit-study episodes with their whole history): 2 GiB held about half of what they need, vLLM
-    evicted and recomputed, and the eval took 9.7 min; with 6 GiB 6.0 min. Whole GiB, rounded up:
-    vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE as an integer."""
+    `max_model_len` tokens, `values_per_token` values each (`factory.kv_values_per_token`) at `dtype`,
+    at least 2 (also when the model's shape is unknown) and at most half of this machine's memory.
+    Measured on a CPU without native bf16 (float32 KV, 32 credit-study episodes with their whole
+    history): 2 GiB held about half of what they need, vLLM evicted and recomputed, and the eval took
+    9.7 min; with 6 GiB 6.0 min. Whole GiB, rounded up: vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE as an
+    integer."""
     if cfg.kv_cache_gib != "auto":
         return max(1, math.ceil(cfg.kv_cache_gib))
-    c = json.loads((Path(model_dir) / "config.json").read_text())
-    heads = int(c.get("num_attention_heads") or 1)
-    kv_heads = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads)
-    per_token = 2 * int(c.get("num_hidden_layers", 0)) * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+    per_token = (values_per_token or 0) * (4 if dtype == "float32" else 2)
     need = 1.25 * sequences * max_model_len * per_token / 2**30
     try:
         half_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**31
@@ -68,11 +64,10 @@ def kv_cache_gib(cfg: VLLMConfig, model_dir: str | Path, dtype: str, max_model_l
     return math.ceil(min(max(2.0, need), max(2.0, half_memory)))
 
 
-def _env_defaults(cfg: VLLMConfig, kv_gib: int) -> None:
-    """vLLM's CPU settings, unless the user set them: a bounded KV cache (else it reserves most of the
-    memory and starts in minutes; `kv_cache_gib`) and OpenMP threads bound to the cores (about 2x
-    faster here)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_gib))
+def _env_defaults(cfg: VLLMConfig) -> None:
+    """vLLM's CPU thread binding and logging, unless the user set them (before vLLM is imported):
+    OpenMP threads bound to the cores (about 2x faster here). The KV cache's size is set in
+    `VLLMEngine.__init__`, once the dtype is known."""
     if cfg.threads_bind == "auto":
         cores = (
             sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -132,10 +127,9 @@ class VLLMEngine:
         lora_rank: int = 16,
         device: str = "auto",
         sequences: int = 32,
+        kv_values_per_token: int | None = None,
     ):
-        # the CPU's KV cache is sized before vLLM starts, at the dtype it will run in on a CPU
-        cpu_dtype = auto_dtype(cpu=True) if cfg.dtype == "auto" else cfg.dtype
-        _env_defaults(cfg, kv_cache_gib(cfg, model_dir, cpu_dtype, max_model_len, sequences))
+        _env_defaults(cfg)
         vllm = import_vllm()
         from agentrl.engines.vllm_trie import CommandTrieProcessor
 
@@ -144,6 +138,9 @@ class VLLMEngine:
         self.cpu = on_cpu()
         self.weights = cfg.weights if cfg.weights != "auto" else ("merged" if self.cpu else "lora")
         dtype = auto_dtype(self.cpu) if cfg.dtype == "auto" else cfg.dtype
+        if self.cpu:  # read when vLLM starts (not at import), unless the user set it
+            gib = kv_cache_gib(cfg, kv_values_per_token, dtype, max_model_len, sequences)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(gib))
         kwargs = dict(
             model=str(model_dir),
             tokenizer=str(model_dir),
