@@ -71,7 +71,7 @@ def make(engine: str, recipe, model, tok):
     if engine.startswith("vllm"):
         from agentrl.engines.factory import make_engine
 
-        dtype = engine.partition("-")[2] or "auto"  # vllm = rollout.vllm.dtype auto
+        dtype = {"": "auto", "fp32": "float32", "bf16": "bfloat16"}[engine.partition("-")[2]]  # vllm = its auto
         eng = make_engine(load_recipe("quickstart", ["rollout.engine=vllm", f"rollout.vllm.dtype={dtype}"]), None, tok)
         say(f"  vllm start-up {eng.start_s:.1f} s ({eng.dtype}, weights: {eng.weights})")
     else:
