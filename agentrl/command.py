@@ -1,7 +1,7 @@
 """Plumbing the commands share (`eval`, `train`, `sft`, `replay --policy`): SIGTERM handling and a
 run's stored status around its work, the rollout progress bar, and finding a training run's checkpoint.
 
-Imported by `agentrl.evaluate`, `agentrl.train` and `agentrl.replay`, and by `agentrl.cli` only
+Imported by `agentrl.evaluate`, `agentrl.train`, `agentrl.sft` and `agentrl.replay`, and by `agentrl.cli` only
 inside the commands that need it (so `agentrl --help` stays fast).
 """
 

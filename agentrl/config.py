@@ -136,15 +136,13 @@ class VLLMConfig(_Section):
         # one message for both arms of the union (pydantic would name its arm, 'constrained-float')
         if value == "auto":
             return value
-        gib = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if isinstance(value, str):
-            try:
-                gib = float(value)
-            except ValueError:
-                gib = None
+        try:
+            gib = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            gib = None
         if gib is None or not math.isfinite(gib) or gib <= 0:
             raise ValueError(f"expected a size in GiB > 0 or auto, got {value!r}")
-        return float(gib)
+        return gib
 
 
 class RolloutConfig(_Section):
